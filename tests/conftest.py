@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny random TransformerLens model for fast exact tests, and the
+real default model (SmolLM2-135M-Instruct, loaded offline) for what only it can show."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        n_ctx=64,
+        d_vocab=101,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        seed=0,
+        device="cpu",
+    )
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    from emosae.models import load_model
+
+    return load_model(device="cpu")
