@@ -33,7 +33,10 @@ def test_no_story_names_its_emotion():
 
 
 def test_forbidden_scan_catches_inflections_and_case():
-    assert checks.forbidden_hits("She was HAPPY, joy's bright face", ["happy", "joy"]) == ["happy", "joy"]
+    assert checks.forbidden_hits("She was HAPPY, joy's bright face", ["happy", "joy"]) == [
+        "happy",
+        "joy",
+    ]
     assert checks.forbidden_hits("a joy-filled day", ["joy"]) == ["joy"]
     assert checks.forbidden_hits("unhappy enjoyment", ["happy", "joy"]) == []
 
@@ -66,7 +69,10 @@ def test_shared_run_detector_ignores_names_only():
     a = "Then Maria walked slowly down to the old harbour wall that evening."
     b = "Then Tom walked slowly down to the old harbour wall that evening."
     assert checks.shared_runs([a, b]) != []
-    assert checks.shared_runs([a, "Completely different words appear in this one sentence here."]) == []
+    assert (
+        checks.shared_runs([a, "Completely different words appear in this one sentence here."])
+        == []
+    )
 
 
 def test_heldout_topics_never_in_train_split():
@@ -75,7 +81,9 @@ def test_heldout_topics_never_in_train_split():
     assert not {s.topic for s in data.load_stories("train")} & held
     assert {s.topic for s in data.load_stories("heldout")} == held
     assert not {d.topic for d in data.load_dialogues("train")} & held
-    assert len(data.load_stories("train")) + len(data.load_stories("heldout")) == len(data.load_stories())
+    assert len(data.load_stories("train")) + len(data.load_stories("heldout")) == len(
+        data.load_stories()
+    )
 
 
 def test_dialogues_count_and_flatness():

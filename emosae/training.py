@@ -1,0 +1,273 @@
+"""SAE training with sae-lens's `SAETrainer` (or `MultiSAETrainer` for a sweep) fed
+from the activation cache, saved in sae-lens's format plus emosae provenance.
+
+A checkpoint folder `checkpoints/<run>/` (or `<run>/<name>/` in a sweep) holds:
+  sae_weights.safetensors, cfg.json   sae-lens inference format (`SAE.load_from_disk`)
+  emosae.json                         model, hook, cache manifest sha256, config, code version
+  metrics.json                        held-out evaluation (see `emosae.sae_eval`)
+
+Not done here: resuming a killed training run mid-way (a rerun retrains; the pipeline
+skips finished checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from emosae.activations import ActivationCache, batch_stream
+from emosae.errors import EmosaeError
+from emosae.provenance import code_version
+from emosae.tracking import WandbConfig, finish, init_wandb
+
+Architecture = Literal["batchtopk", "topk", "jumprelu", "standard"]
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """One SAE's architecture and sparsity."""
+
+    architecture: Architecture = "batchtopk"
+    """BatchTopK (saved as JumpReLU for inference), TopK, JumpReLU or standard (ReLU + L1)."""
+    d_sae: int = 4608
+    """Number of features (8x d_model for SmolLM2)."""
+    k: int = 32
+    """Active features per token (topk) or on average (batchtopk)."""
+    l1_coefficient: float = 5.0
+    """Sparsity penalty for the standard SAE."""
+    l0_coefficient: float = 1.0
+    """Sparsity penalty for JumpReLU."""
+
+    def __post_init__(self):
+        if self.d_sae < 1 or self.k < 1:
+            raise EmosaeError("d_sae and k must be positive")
+
+    def name(self) -> str:
+        sparsity = (
+            f"k{self.k}"
+            if "topk" in self.architecture
+            else (
+                f"l1_{self.l1_coefficient:g}"
+                if self.architecture == "standard"
+                else f"l0_{self.l0_coefficient:g}"
+            )
+        )
+        return f"{self.architecture}_{self.d_sae}_{sparsity}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train one SAE (or a sweep) from an activation cache."""
+
+    cache: str = "runs/default/activations"
+    """Activation cache folder (from `cache_activations`)."""
+    hook: str | None = None
+    """Hook to train on (default: the cache's first hook)."""
+    out: str = "checkpoints/sae"
+    """Checkpoint folder."""
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    sweep_k: tuple[int, ...] = ()
+    """Train one SAE per k here, all from the same batches (one pass over the cache)."""
+    sweep_hooks: tuple[str, ...] = ()
+    """Train one SAE per hook here (hooks must be in the cache)."""
+    epochs: float = 2.0
+    """Passes over the cache's training rows."""
+    batch_size: int = 1024
+    lr: float = 4e-4
+    lr_end: float | None = None
+    """Final learning rate (default lr / 10), reached by cosine decay over the last 20%."""
+    warmup_steps: int = 100
+    device: str | None = None
+    resident: bool | None = None
+    """Keep the cache in GPU memory (None: when it fits)."""
+    seed: int = 0
+    eval_every: int = 20
+    """Contexts whose id is a multiple of this are held out for evaluation."""
+    eval_contexts: int = 32
+    """Held-out contexts for CE-loss-recovered and KL."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self):
+        if self.epochs <= 0 or self.batch_size < 1:
+            raise EmosaeError("epochs and batch_size must be positive")
+
+
+def _training_sae(sae_cfg: SAEConfig, d_in: int, device: str, total_steps: int) -> Any:
+    import sae_lens as sl
+
+    common = dict(
+        d_in=d_in,
+        d_sae=sae_cfg.d_sae,
+        device=device,
+        dtype="float32",
+        normalize_activations="expected_average_only_in",
+    )
+    a = sae_cfg.architecture
+    if a == "batchtopk":
+        c = sl.BatchTopKTrainingSAEConfig(k=sae_cfg.k, **common)
+        return sl.BatchTopKTrainingSAE(c)
+    if a == "topk":
+        return sl.TopKTrainingSAE(sl.TopKTrainingSAEConfig(k=sae_cfg.k, **common))
+    if a == "jumprelu":
+        c = sl.JumpReLUTrainingSAEConfig(
+            l0_coefficient=sae_cfg.l0_coefficient, l0_warm_up_steps=total_steps // 10, **common
+        )
+        return sl.JumpReLUTrainingSAE(c)
+    if a == "standard":
+        c = sl.StandardTrainingSAEConfig(
+            l1_coefficient=sae_cfg.l1_coefficient, l1_warm_up_steps=total_steps // 10, **common
+        )
+        return sl.StandardTrainingSAE(c)
+    raise EmosaeError(f"unknown architecture {a!r}; choose batchtopk, topk, jumprelu or standard")
+
+
+def trainer_config(
+    cfg: TrainConfig, n_rows: int, device: str, log_to_wandb: bool, run_name: str
+) -> Any:
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    total = int(n_rows * cfg.epochs) // cfg.batch_size * cfg.batch_size
+    if total < cfg.batch_size:
+        raise EmosaeError(
+            f"the cache has {n_rows} training rows: fewer than one batch of {cfg.batch_size}"
+        )
+    steps = total // cfg.batch_size
+    return SAETrainerConfig(
+        total_training_samples=total,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_end=cfg.lr_end if cfg.lr_end is not None else cfg.lr / 10,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=min(cfg.warmup_steps, steps // 10),
+        lr_decay_steps=steps // 5,
+        device=device,
+        dead_feature_window=max(50, min(1000, steps // 4)),
+        feature_sampling_window=max(50, min(2000, steps // 2)),
+        n_batches_for_norm_estimate=min(100, max(1, steps)),
+        logger=LoggingConfig(
+            log_to_wandb=log_to_wandb,
+            log_weights_to_wandb=False,
+            run_name=run_name,
+            wandb_log_frequency=10,
+            eval_every_n_wandb_logs=10**9,
+        ),
+    )
+
+
+def train_sae(cfg: TrainConfig, model: Any = None) -> dict[str, Path]:
+    """Train the SAE(s) of `cfg`; returns {name: checkpoint folder}."""
+    from sae_lens import SAETrainer
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    from emosae.models import resolve_device
+    from emosae.sae_eval import evaluate_sae
+
+    cache = ActivationCache.open(cfg.cache)
+    hook = cfg.hook or cache.hooks[0]
+    cache.check_hook(hook)
+    dev = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    specs: dict[str, tuple[SAEConfig, str]] = {}
+    for h in cfg.sweep_hooks or (hook,):
+        cache.check_hook(h)
+        for k in cfg.sweep_k or (cfg.sae.k,):
+            sc = replace(cfg.sae, k=k)
+            name = sc.name() + (f"_{h}" if cfg.sweep_hooks else "")
+            specs[name] = (sc, h)
+    n_train = cache.n_rows - int(cache.meta("context_ids", "eval", cfg.eval_every).numel())
+    run_name = Path(cfg.out).name
+    run = init_wandb(
+        cfg.wandb, run_name, {"train": asdict(cfg), "cache": cache.manifest["corpus"]}, "train_sae"
+    )
+    try:
+        tcfg = trainer_config(cfg, n_train, str(dev), run is not None, run_name)
+        steps = tcfg.total_training_steps
+        saes = {
+            n: _training_sae(sc, cache.d_model, str(dev), steps) for n, (sc, _) in specs.items()
+        }
+        hooks_used = sorted({h for _, h in specs.values()})
+        streams = {
+            h: batch_stream(
+                cache,
+                h,
+                cfg.batch_size,
+                device=dev,
+                eval_every=cfg.eval_every,
+                resident=cfg.resident,
+                seed=cfg.seed,
+            )
+            for h in hooks_used
+        }
+        if len(saes) == 1:
+            ((name, sae),) = saes.items()
+            SAETrainer(tcfg, sae, data_provider=streams[specs[name][1]]).fit()
+        else:
+            if len(hooks_used) > 1:
+                raise EmosaeError(
+                    "a sweep over hooks needs rows aligned across hooks; use one cache per sweep"
+                )
+            multi = ({h: next(s) for h, s in streams.items()} for _ in iter(int, 1))
+            MultiSAETrainer(
+                tcfg, saes, {n: h for n, (_, h) in specs.items()}, data_provider=multi
+            ).fit()
+        out = Path(cfg.out)
+        results = {}
+        for name, sae in saes.items():
+            folder = out if len(saes) == 1 else out / name
+            tmp = save_checkpoint(sae, folder, cfg, specs[name][0], specs[name][1], cache)
+            # Evaluate what was saved: the inference SAE as sae-lens loads it.
+            metrics = evaluate_sae(load_sae(tmp, str(dev)), cache, specs[name][1], cfg, model=model)
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+            results[name] = folder
+            if run is not None:
+                run.summary.update(
+                    {f"{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+                )
+        return results
+    finally:
+        finish(run)
+
+
+def save_checkpoint(
+    sae: Any, folder: Path, cfg: TrainConfig, sae_cfg: SAEConfig, hook: str, cache: ActivationCache
+) -> Path:
+    """Write the sae-lens inference checkpoint plus provenance into a temp folder beside
+    `folder` and return it; the caller adds metrics.json and renames it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sae.cfg.metadata.hook_name = hook
+    sae.cfg.metadata.model_name = cache.manifest["model"]
+    sae.save_inference_model(tmp)
+    prov = {
+        "model": cache.manifest["model"],
+        "hook": hook,
+        "layer": int(hook.split(".")[1]) if hook.startswith("blocks.") else None,
+        "cache": str(cache.folder),
+        "cache_manifest_sha256": cache.manifest_sha256(),
+        "corpus_sha256": cache.manifest["corpus_sha256"],
+        "sae": asdict(sae_cfg),
+        "train": asdict(cfg),
+        "code_version": code_version(),
+    }
+    (tmp / "emosae.json").write_text(json.dumps(prov, indent=1))
+    return tmp
+
+
+def load_sae(folder: str | Path, device: str = "cpu") -> Any:
+    """Load a checkpoint with sae-lens (`SAE.load_from_disk`); clear error if absent."""
+    from sae_lens import SAE
+
+    folder = Path(folder)
+    if not (folder / "cfg.json").exists():
+        raise EmosaeError(f"{folder} is not an SAE checkpoint (no cfg.json)")
+    return SAE.load_from_disk(str(folder), device=device)
