@@ -17,6 +17,13 @@ _LAZY = {
     "render_chat": "emosae.chat",
     "chat_reply": "emosae.chat",
     "EmosaeError": "emosae.errors",
+    "SteeringVector": "emosae.steering",
+    "load_directions": "emosae.directions",
+    "run_pipeline": "emosae.pipeline",
+    "preset": "emosae.pipeline",
+    "cache_activations": "emosae.activations",
+    "train_sae": "emosae.training",
+    "load_sae": "emosae.training",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

@@ -58,8 +58,13 @@ def build_parser() -> tuple[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from emosae.pipeline_cli import PASSTHROUGH
+
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in PASSTHROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.rest = extra
     if args.command is None:
         parser.print_help()
         return 0

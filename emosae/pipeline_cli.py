@@ -1,12 +1,136 @@
-"""Pipeline subcommands of the `emosae` console command (filled in stage by stage)."""
+"""Pipeline subcommands of the `emosae` console command. Each one's flags are its
+config dataclass (through simple_parsing), so flags and config never drift apart."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emosae.errors import EmosaeError
+
+
+def _parse_dataclass(cls: type, argv: list[str], prog: str, default: Any = None) -> Any:
+    import simple_parsing as sp
+
+    p = sp.ArgumentParser(prog=prog, add_config_path_arg=False)
+    p.add_arguments(cls, dest="cfg", default=default)
+    try:
+        return p.parse_args(argv).cfg
+    except TypeError as e:
+        raise EmosaeError(f"bad arguments: {e}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    from emosae.pipeline import STAGES, RunConfig, preset, run_pipeline
+
+    cfg = _parse_dataclass(RunConfig, args.rest, "emosae run", default=preset(args.preset))
+    only = tuple(args.only or ())
+    bad = [s for s in only if s not in STAGES]
+    if bad:
+        raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGES)}")
+    head = run_pipeline(cfg, only=only)
+    print("\nHeadline numbers (paper | here):")
+    for r in head["rows"]:
+        print(f"  {r['what']}: {r['paper']} | {r['here']}")
+    print(f"\nOutputs in {head['out']}/ ; open {head['out']}/report/index.html")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from emosae.activations import CacheConfig, cache_activations
+
+    cfg = _parse_dataclass(CacheConfig, args.rest, "emosae cache")
+    print(f"cache written to {cache_activations(cfg)}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from emosae.training import TrainConfig, train_sae
+
+    cfg = _parse_dataclass(TrainConfig, args.rest, "emosae train")
+    for name, folder in train_sae(cfg).items():
+        m = json.loads((Path(folder) / "metrics.json").read_text())
+        print(
+            f"{name}: {folder}  EV {m['explained_variance']:.3f}  L0 {m['l0']:.1f}  dead {m['dead_fraction']:.3f}"
+            + (f"  CE recovered {m['ce_loss_recovered']:.3f}" if "ce_loss_recovered" in m else "")
+        )
+
+
+def _probes(args: argparse.Namespace) -> None:
+    from emosae.emotion_vectors import VectorsConfig, fit_stage, read_stage
+    from emosae.models import load_model
+
+    cfg = _parse_dataclass(VectorsConfig, args.rest, "emosae probes")
+    model = load_model(cfg.model, device=cfg.device)
+    res = fit_stage(cfg, read_stage(cfg, model))
+    for r in res["per_layer"]:
+        print(
+            f"layer {r['layer']:2d}: diffmean top1 {r['diffmean_top1']:.3f}  logistic top1 {r['logistic_top1']:.3f}  "
+            f"PC1~valence r {r['diffmean_geometry']['pc1_valence_r']:.2f}"
+        )
+    print(f"best layer {res['best_layer']}; vectors in {cfg.out}")
+
+
+def _labels(args: argparse.Namespace) -> None:
+    from emosae.feature_stage import label_stage
+    from emosae.labels import LabelConfig
+    from emosae.models import load_model
+
+    ns = args
+    cfg = _parse_dataclass(LabelConfig, ns.rest, "emosae labels")
+    run = Path(ns.run)
+    model = load_model(ns.model)
+    res = label_stage(run / "probes", run / "sae", run / "activations", run / "labels", model, cfg)
+    print(json.dumps(res["counts"]))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from emosae.feature_stage import compare_stage
+
+    run = Path(args.run)
+    res = compare_stage(run / "probes", run / "sae", run / "labels", run / "compare")
+    print(json.dumps(res["summary"], indent=1))
+
+
+def _steer(args: argparse.Namespace) -> None:
+    from emosae.steer_cli import steer_command
+
+    steer_command(args)
+
+
+PASSTHROUGH = {"run", "cache", "train", "probes", "labels"}
+"""Subcommands whose remaining flags are their config dataclass's (simple_parsing)."""
 
 
 def add_subcommands(
     sub: argparse._SubParsersAction, handlers: dict[str, Callable[[argparse.Namespace], None]]
 ) -> None:
-    """Register pipeline subcommands (none yet beyond the foundation's)."""
+    r = sub.add_parser("run", help="run the whole pipeline (resumable)", add_help=False)
+    r.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
+    r.add_argument("--only", nargs="*", help="run only these stages")
+    handlers["run"] = _run
+    for name, fn, hlp in (
+        ("cache", _cache, "cache residual activations"),
+        ("train", _train, "train SAE(s) from a cache"),
+        ("probes", _probes, "fit and validate emotion vectors"),
+    ):
+        sub.add_parser(name, help=hlp, add_help=False)
+        handlers[name] = fn
+    for name, fn, hlp in (
+        ("labels", _labels, "label SAE features of a run"),
+        ("compare", _compare, "compare probes and SAE features"),
+    ):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("--run", default="runs/default", help="run folder of `emosae run`")
+        s.add_argument("--model", default=None)
+        handlers[name] = fn
+    s = sub.add_parser("steer", help="generate with and without an emotion steering vector")
+    s.add_argument("--emotion", required=True)
+    s.add_argument("--strength", type=float, default=0.1, help="relative to the mean residual norm")
+    s.add_argument("--prompt", default="Tell me about your weekend.")
+    s.add_argument("--kind", default="probe", choices=["probe", "sae"])
+    s.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
+    s.add_argument("--max-new-tokens", type=int, default=60)
+    s.add_argument("--model", default=None)
+    handlers["steer"] = _steer

@@ -81,7 +81,7 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 4e-4
     lr_end: float | None = None
-    """Final learning rate (default lr / 10), reached by cosine decay over the last 20%."""
+    """Final learning rate (default lr / 10), reached by cosine decay over the last fifth of training."""
     warmup_steps: int = 100
     device: str | None = None
     resident: bool | None = None

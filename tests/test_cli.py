@@ -11,7 +11,7 @@ def run(*args):
 def test_help_lists_subcommands():
     r = run("--help")
     assert r.returncode == 0
-    for cmd in ("models", "smoke"):
+    for cmd in ("models", "smoke", "run", "cache", "train", "probes", "labels", "compare", "steer"):
         assert cmd in r.stdout
 
 
@@ -25,3 +25,16 @@ def test_bad_model_is_one_line_error():
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "unknown model" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_every_subcommand_has_help():
+    for cmd in ("run", "cache", "train", "probes", "labels", "compare", "steer"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout, (cmd, r.stderr[-500:])
+
+
+def test_run_rejects_unknown_preset_and_stage():
+    r = run("run", "--preset", "huge")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run("run", "--preset", "smoke", "--only", "nonsense", "--out", "/tmp/emosae-never-written")
+    assert r.returncode == 2 and "unknown stage" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from emosae.labels import LabelConfig, assign_labels, auroc_matrix, dprime_matrix
+from emosae.probes import (
+    ProbeConfig,
+    adjusted_rand,
+    diff_of_means,
+    fit_logistic,
+    geometry,
+    neutral_basis,
+    projection_scores,
+    topk_accuracy,
+)
+
+
+def test_neutral_basis_explains_requested_variance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 20, generator=g) * torch.tensor([10.0, 5.0] + [1.0] * 18)
+    b = neutral_basis(x, 0.5)
+    assert torch.allclose(b @ b.T, torch.eye(len(b)), atol=1e-5)
+    xc = x - x.mean(0)
+    frac = ((xc @ b.T) ** 2).sum() / (xc**2).sum()
+    assert frac >= 0.5
+    fewer = b[:-1]
+    assert ((xc @ fewer.T) ** 2).sum() / (xc**2).sum() < 0.5  # minimal number of PCs
+    assert neutral_basis(x, 0.0).shape == (0, 20)
+
+
+def test_diff_of_means_by_hand():
+    x = torch.tensor([[1.0, 0, 0], [3.0, 0, 0], [0, 2.0, 0], [0, 4.0, 0]])
+    y = torch.tensor([0, 0, 1, 1])
+    v = diff_of_means(x, y, 2, torch.zeros(0, 3))
+    means = torch.tensor([[2.0, 0, 0], [0, 3.0, 0]])
+    assert torch.allclose(v, means - means.mean(0))
+    basis = torch.tensor([[1.0, 0, 0]])
+    v2 = diff_of_means(x, y, 2, basis)
+    assert torch.allclose(v2[:, 0], torch.zeros(2)) and torch.allclose(v2[:, 1], v[:, 1])
+
+
+def test_logistic_probe_separates_clusters():
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(4, 10, generator=g) * 3
+    y = torch.arange(4).repeat_interleave(30)
+    x = centers[y] + torch.randn(120, 10, generator=g)
+    p = fit_logistic(x, y, 4, ProbeConfig())
+    assert topk_accuracy(p.logits(x), y, 1) > 0.95
+    s = projection_scores(x, diff_of_means(x, y, 4, torch.zeros(0, 10)), x.mean(0))
+    assert topk_accuracy(s, y, 1) > 0.9
+
+
+def test_auroc_and_dprime_against_scipy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    y = np.repeat(np.arange(4), 10)
+    x[y == 2, 3] += 3
+    au = auroc_matrix(x, y, 4)
+    for e in range(4):
+        for f in range(5):
+            pos, neg = x[y == e, f], x[y != e, f]
+            u = stats.mannwhitneyu(pos, neg).statistic
+            assert au[e, f] == pytest.approx(u / (len(pos) * len(neg)))
+    assert au[2, 3] > 0.95
+    d = dprime_matrix(x, y, 4)
+    a, b = x[y == 2, 3], x[y != 2, 3]
+    assert d[2, 3] == pytest.approx((a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2), rel=1e-6)
+
+
+def test_labels_need_heldout_and_train():
+    E, F = 3, 4
+    z = np.zeros((E, F))
+    s = {k: z.copy() for k in ("train_auroc", "heldout_auroc", "train_dprime", "heldout_dprime", "train_freq_in",
+                               "train_freq_out", "heldout_freq_in", "heldout_freq_out")}
+    s["train_auroc"][0, 1] = s["heldout_auroc"][0, 1] = 0.95
+    s["heldout_dprime"][0, 1] = 2.0
+    s["train_auroc"][1, 2] = 0.99  # fails on held-out topics
+    s["heldout_auroc"][1, 3] = s["heldout_auroc"][2, 3] = s["train_auroc"][1, 3] = s["train_auroc"][2, 3] = 0.97
+    s["heldout_dprime"][1, 3] = s["heldout_dprime"][2, 3] = 1.5
+    r = assign_labels(s, ["a", "b", "c"], ["X", "Y", "Y"], LabelConfig())
+    assert r["features"][1]["label"] == "a" and r["features"][1]["kind"] == "emotion"
+    assert 2 not in r["features"]
+    assert r["features"][3]["kind"] == "cluster" and r["features"][3]["label"] == "Y"
+    assert r["counts"] == {"emotion": 1, "cluster": 1, "ambiguous": 0, "unlabelled": 2}
+    assert r["best_per_emotion"]["b"]["feature"] == 2 and not r["best_per_emotion"]["b"]["passes"]
+
+
+def test_adjusted_rand_known_values():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert adjusted_rand(a, a) == pytest.approx(1.0)
+    assert adjusted_rand(a, np.array([5, 5, 7, 7, 9, 9])) == pytest.approx(1.0)
+    assert adjusted_rand(np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 0, 1, 0, 1])) < 0.1
+
+
+def test_geometry_orients_pc1_to_valence():
+    g = torch.Generator().manual_seed(2)
+    val = np.linspace(1, 9, 12)
+    v = torch.randn(12, 8, generator=g) * 0.1
+    v[:, 0] = -torch.tensor(val) * 3  # valence along a negative axis
+    geo = geometry(v, val, np.random.default_rng(0).normal(size=12))
+    assert geo["pc1_valence_r"] > 0.99
