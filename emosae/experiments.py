@@ -35,14 +35,14 @@ class ExperimentConfig:
 
     preference_pairs: int = 600
     """Ordered activity pairs asked (all 4032 is the paper's design)."""
-    steer_pairs: int = 300
+    steer_pairs: int = 120
     """Pairs re-asked under blissful / hostile steering."""
     steer_strength: float = 0.1
     """Relative strength for preference and pressure steering."""
-    gen_prompts: int = 8
-    gen_emotions: tuple[str, ...] = ("happy", "calm", "loving", "afraid", "angry", "sad")
+    gen_prompts: int = 3
+    gen_emotions: tuple[str, ...] = ("happy", "sad", "calm", "afraid")
     gen_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
-    gen_tokens: int = 40
+    gen_tokens: int = 32
     pressure_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
     pressure_items: int = 24
     seed: int = 0

@@ -148,8 +148,32 @@ def load_model(
     if dtype != torch.float32:
         model = model.to(dtype)
         model.cfg.dtype = dtype
+    fast_layout_(model)
     model.eval()
     return model
+
+
+@torch.no_grad()
+def fast_layout_(model: HookedTransformer) -> None:
+    """Store weights that TransformerLens transposes on every forward
+    (`F.linear(x, W.T.contiguous())` in the gated MLP and the unembedding) as
+    transposed views of contiguous tensors, so `.contiguous()` is a no-op.
+
+    Values are unchanged; only memory layout differs. Measured on SmolLM2 (1 CPU
+    thread, 36 tokens): the per-forward weight copies took 55% of the time.
+    """
+    targets = [(model.unembed, "W_U")]
+    for block in model.blocks:
+        targets += [(block.mlp, n) for n in ("W_in", "W_gate", "W_out") if hasattr(block.mlp, n)]
+    for mod, name in targets:
+        w = getattr(mod, name)
+        if not isinstance(w, torch.nn.Parameter) or w.ndim != 2 or w.T.is_contiguous():
+            continue
+        setattr(
+            mod,
+            name,
+            torch.nn.Parameter(w.detach().T.contiguous().T, requires_grad=w.requires_grad),
+        )
 
 
 # ----------------------------------------------------------------------------- embedded

@@ -43,9 +43,9 @@ class RunConfig:
     layer: int = 15
     """SAE layer (half depth of SmolLM2's 30 layers)."""
     device: str | None = None
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(max_tokens=300_000))
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
-    sae: SAEConfig = field(default_factory=SAEConfig)
+    sae: SAEConfig = field(default_factory=lambda: SAEConfig(d_sae=3072, k=64))
     epochs: float = 2.0
     batch_size: int = 1024
     eval_contexts: int = 32
@@ -67,7 +67,7 @@ def preset(name: Preset, **overrides: Any) -> RunConfig:
     if name == "smoke":
         cfg = RunConfig(
             out="runs/smoke",
-            corpus=CorpusConfig(max_tokens=24_576, emotion_every=4),
+            corpus=CorpusConfig(max_tokens=16_384, emotion_every=4),
             sae=SAEConfig(d_sae=1152, k=32),
             epochs=2.0,
             batch_size=512,
@@ -321,6 +321,63 @@ def _stage_report(out: Path, cfg: RunConfig) -> list[Path]:
     from emosae.report import write_report
 
     return write_report(out, cfg)
+
+
+def ship(run: Path, dest: Path, command: str) -> Path:
+    """Copy a finished run's SAE (as fp16), probe vectors, labels and metrics into
+    `dest` (e.g. checkpoints/smollm2-135m-instruct), with the command that made them."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from emosae.provenance import code_version
+    from emosae.report import headline_rows
+
+    run, dest = Path(run), Path(dest)
+    need = [
+        run / "sae" / "cfg.json",
+        run / "probes" / "vectors.json",
+        run / "labels" / "labels.json",
+    ]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise EmosaeError(f"cannot ship an unfinished run: missing {', '.join(missing)}")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "sae").mkdir(parents=True)
+    w = load_file(str(run / "sae" / "sae_weights.safetensors"))
+    save_file(
+        {k: v.to(torch.float16) for k, v in w.items()}, str(tmp / "sae" / "sae_weights.safetensors")
+    )
+    cfg = json.loads((run / "sae" / "cfg.json").read_text())
+    cfg["dtype"] = "float16"
+    (tmp / "sae" / "cfg.json").write_text(json.dumps(cfg))
+    for f in ("emosae.json", "metrics.json"):
+        shutil.copy(run / "sae" / f, tmp / "sae" / f)
+    (tmp / "probes").mkdir()
+    for f in ("vectors.safetensors", "vectors.json", "results.json"):
+        shutil.copy(run / "probes" / f, tmp / "probes" / f)
+    (tmp / "labels").mkdir()
+    shutil.copy(run / "labels" / "labels.json", tmp / "labels" / "labels.json")
+    (tmp / "metrics.json").write_text(
+        json.dumps(
+            {
+                "sae": json.loads((run / "sae" / "metrics.json").read_text()),
+                "headline": headline_rows(run),
+            },
+            indent=1,
+        )
+    )
+    (tmp / "PROVENANCE.json").write_text(
+        json.dumps(
+            {"command": command, "code_version": code_version(), "source_run": str(run)}, indent=1
+        )
+    )
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
 
 
 def headline(out: Path) -> dict[str, Any]:

@@ -32,6 +32,17 @@ def _run(args: argparse.Namespace) -> None:
     if bad:
         raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGES)}")
     head = run_pipeline(cfg, only=only)
+    if args.ship:
+        from emosae.directions import SHIPPED
+        from emosae.pipeline import ship
+
+        cmd = (
+            "emosae run --preset "
+            + args.preset
+            + (" " + " ".join(args.rest) if args.rest else "")
+            + " --ship"
+        )
+        print(f"shipped to {ship(Path(cfg.out), SHIPPED, cmd)}")
     print("\nHeadline numbers (paper | here):")
     for r in head["rows"]:
         print(f"  {r['what']}: {r['paper']} | {r['here']}")
@@ -109,6 +120,11 @@ def add_subcommands(
     r = sub.add_parser("run", help="run the whole pipeline (resumable)", add_help=False)
     r.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
     r.add_argument("--only", nargs="*", help="run only these stages")
+    r.add_argument(
+        "--ship",
+        action="store_true",
+        help="copy the results into checkpoints/ as the shipped defaults",
+    )
     handlers["run"] = _run
     for name, fn, hlp in (
         ("cache", _cache, "cache residual activations"),
