@@ -160,6 +160,7 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
         "corpus": asdict(cfg.corpus),
         "corpus_sha256": fp,
     }
+    header = json.loads(json.dumps(header))  # tuples -> lists, as read back from disk
     man_path = out / MANIFEST
     partial = out / "config.json"
     if partial.exists():
@@ -495,7 +496,5 @@ def batch_stream(
                     yield mix[i + rank * batch_size : i + (rank + 1) * batch_size].to(
                         dev, non_blocking=pin
                     )
-                carry = mix[usable:]
-                buf, n = [], 0
-        if len(carry) and n == 0:
-            buf = [carry]
+                carry = mix[usable:]  # fewer than one global batch: goes into the next buffer
+                buf, n = [carry], len(carry)

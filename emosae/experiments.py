@@ -274,13 +274,14 @@ _WORD = re.compile(r"[a-z]+")
 
 def text_norms(text: str, norms: dict[str, data.Norm]) -> tuple[float, float, int]:
     """Mean Warriner valence and arousal of the words of `text` that have norms
-    (a word is looked up as is, then with a plural/past/-ing ending stripped)."""
+    (a word is looked up as is, then with a plural/past/-ing ending undone)."""
     vals, aros = [], []
     for w in _WORD.findall(text.lower()):
         n = norms.get(w)
         if n is None:
             for suf, rep in (
                 ("s", ""),
+                ("ies", "y"),
                 ("es", ""),
                 ("ed", ""),
                 ("ed", "e"),

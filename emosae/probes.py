@@ -110,11 +110,13 @@ def pca(vecs_ED: Tensor, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[str, Any]:
-    """PC1 vs human valence, best of PC2/PC3 vs arousal (Pearson r over emotions with norms).
+    """PC1 vs human valence, best of PC2/PC3 vs arousal (Pearson r over emotions with
+    norms), as the paper reports them; also r of each of the top five PCs with both, and
+    the PC among the top three that tracks valence best.
 
     PC signs are arbitrary; PC1 is oriented so that its r with valence is positive.
     """
-    sc, evr = pca(vecs_ED, 3)
+    sc, evr = pca(vecs_ED, 5)
     ok = ~np.isnan(valence)
     r1 = stats.pearsonr(sc[ok, 0], valence[ok])
     if r1.statistic < 0:
@@ -122,7 +124,14 @@ def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[
         r1 = stats.pearsonr(sc[ok, 0], valence[ok])
     ra = [stats.pearsonr(sc[ok, j], arousal[ok]) for j in (1, 2)]
     best = int(np.argmax([abs(r.statistic) for r in ra]))
+    per_pc_v = [float(stats.pearsonr(sc[ok, j], valence[ok]).statistic) for j in range(sc.shape[1])]
+    per_pc_a = [float(stats.pearsonr(sc[ok, j], arousal[ok]).statistic) for j in range(sc.shape[1])]
+    vbest = int(np.argmax(np.abs(per_pc_v[:3])))
     return {
+        "valence_best_pc": vbest + 1,
+        "valence_best_r": abs(per_pc_v[vbest]),
+        "valence_r_by_pc": per_pc_v,
+        "arousal_r_by_pc": per_pc_a,
         "pc1_valence_r": float(r1.statistic),
         "pc1_valence_p": float(r1.pvalue),
         "arousal_pc": best + 2,
@@ -130,7 +139,7 @@ def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[
         "arousal_p": float(ra[best].pvalue),
         "pc2_arousal_r": float(abs(ra[0].statistic)),
         "explained_variance_ratio": evr.tolist(),
-        "pc_scores": sc.tolist(),
+        "pc_scores": sc[:, :3].tolist(),
         "n_with_norms": int(ok.sum()),
     }
 

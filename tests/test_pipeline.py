@@ -18,8 +18,13 @@ pytestmark = pytest.mark.real
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out", str(out)],
-                       capture_output=True, text=True, env=env, cwd=out.parent)
+    r = subprocess.run(
+        [sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out.parent,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
 
@@ -39,8 +44,13 @@ def test_smoke_outputs_load_back(smoke_run):
     v = probe["happy"]
     assert v.hook_name == "blocks.15.hook_resid_post" and abs(v.direction.norm().item() - 1) < 1e-5
     assert feats["happy"].source.startswith("sae:feature")
-    for f in ("labels/labels.json", "compare/compare.json", "experiments/scenarios.json", "report/index.html",
-              "report/probe_accuracy_by_layer.png"):
+    for f in (
+        "labels/labels.json",
+        "compare/compare.json",
+        "experiments/scenarios.json",
+        "report/index.html",
+        "report/probe_accuracy_by_layer.png",
+    ):
         assert (out / f).exists(), f
     head = json.loads((out / "report" / "headline.json").read_text())
     assert any("valence" in r["what"] for r in head)
@@ -72,6 +82,18 @@ def test_unwritable_output_is_one_line_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(EmosaeError, match="cannot write to output folder"):
         run_pipeline(preset("smoke", out=str(tmp_path / "file" / "run")))
-    r = subprocess.run([sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out",
-                        str(tmp_path / "file" / "run")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emosae.cli",
+            "run",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "file" / "run"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -9,7 +9,9 @@ H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
 
 def vec(hook=H1, emotion="calm", seed=0, d=32, norm=10.0):
     g = torch.Generator().manual_seed(seed)
-    return SteeringVector.from_direction(torch.randn(d, generator=g), hook, emotion, "probe:diffmean", "tiny", norm)
+    return SteeringVector.from_direction(
+        torch.randn(d, generator=g), hook, emotion, "probe:diffmean", "tiny", norm
+    )
 
 
 def resid(model, toks):
@@ -87,9 +89,25 @@ def test_generate_with_kv_cache_matches_full_recompute(tiny_model):
     toks = torch.randint(0, 100, (1, 6))
     v = vec()
     with v.apply(tiny_model, 2.0, from_pos=3):
-        a = tiny_model.generate(toks, max_new_tokens=5, do_sample=False, use_past_kv_cache=True, verbose=False, stop_at_eos=False)
-        b = tiny_model.generate(toks, max_new_tokens=5, do_sample=False, use_past_kv_cache=False, verbose=False, stop_at_eos=False)
-    plain = tiny_model.generate(toks, max_new_tokens=5, do_sample=False, verbose=False, stop_at_eos=False)
+        a = tiny_model.generate(
+            toks,
+            max_new_tokens=5,
+            do_sample=False,
+            use_past_kv_cache=True,
+            verbose=False,
+            stop_at_eos=False,
+        )
+        b = tiny_model.generate(
+            toks,
+            max_new_tokens=5,
+            do_sample=False,
+            use_past_kv_cache=False,
+            verbose=False,
+            stop_at_eos=False,
+        )
+    plain = tiny_model.generate(
+        toks, max_new_tokens=5, do_sample=False, verbose=False, stop_at_eos=False
+    )
     assert torch.equal(a, b)
     assert not torch.equal(a, plain)
 

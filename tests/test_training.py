@@ -16,14 +16,29 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory, real_model):
     out = tmp_path_factory.mktemp("tcache")
-    cache_activations(CacheConfig(out=str(out), layers=(2,), corpus=CorpusConfig(max_tokens=64 * 48, context_len=64),
-                                  contexts_per_shard=16), real_model)
+    cache_activations(
+        CacheConfig(
+            out=str(out),
+            layers=(2,),
+            corpus=CorpusConfig(max_tokens=64 * 48, context_len=64),
+            contexts_per_shard=16,
+        ),
+        real_model,
+    )
     return out
 
 
 def tcfg(cache_dir, out, **kw):
-    base = dict(cache=str(cache_dir), out=str(out), sae=SAEConfig(d_sae=256, k=16), epochs=2, batch_size=128,
-                eval_contexts=2, eval_every=8, wandb=WandbConfig(mode="offline", dir=str(out.parent)))
+    base = dict(
+        cache=str(cache_dir),
+        out=str(out),
+        sae=SAEConfig(d_sae=256, k=16),
+        epochs=2,
+        batch_size=128,
+        eval_contexts=2,
+        eval_every=8,
+        wandb=WandbConfig(mode="offline", dir=str(out.parent)),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -53,14 +68,18 @@ def test_train_saves_sae_lens_checkpoint_with_provenance(tmp_path, cache_dir, re
 
 
 def test_decode_encode_equals_forward(tmp_path, cache_dir, real_model):
-    folder = train_sae(tcfg(cache_dir, tmp_path / "s2", epochs=0.5, eval_contexts=0))["batchtopk_256_k16"]
+    folder = train_sae(tcfg(cache_dir, tmp_path / "s2", epochs=0.5, eval_contexts=0))[
+        "batchtopk_256_k16"
+    ]
     sae = load_sae(folder)
     x = ActivationCache.open(cache_dir).rows("blocks.2.hook_resid_post")[:64]
     assert torch.allclose(sae.decode(sae.encode(x)), sae(x), atol=1e-5)
 
 
 def test_sweep_trains_one_sae_per_k(tmp_path, cache_dir):
-    res = train_sae(tcfg(cache_dir, tmp_path / "sweep", sweep_k=(8, 32), epochs=0.5, eval_contexts=0))
+    res = train_sae(
+        tcfg(cache_dir, tmp_path / "sweep", sweep_k=(8, 32), epochs=0.5, eval_contexts=0)
+    )
     assert set(res) == {"batchtopk_256_k8", "batchtopk_256_k32"}
     l0 = {k: json.loads((v / "metrics.json").read_text())["l0"] for k, v in res.items()}
     assert l0["batchtopk_256_k8"] < l0["batchtopk_256_k32"]
@@ -68,8 +87,15 @@ def test_sweep_trains_one_sae_per_k(tmp_path, cache_dir):
 
 @pytest.mark.parametrize("arch", ["topk", "jumprelu", "standard"])
 def test_other_architectures_train(tmp_path, cache_dir, arch):
-    res = train_sae(tcfg(cache_dir, tmp_path / arch, sae=SAEConfig(architecture=arch, d_sae=128, k=8), epochs=0.5,
-                         eval_contexts=0))
+    res = train_sae(
+        tcfg(
+            cache_dir,
+            tmp_path / arch,
+            sae=SAEConfig(architecture=arch, d_sae=128, k=8),
+            epochs=0.5,
+            eval_contexts=0,
+        )
+    )
     (folder,) = res.values()
     assert load_sae(folder).cfg.d_sae == 128
 
@@ -85,6 +111,13 @@ def test_bad_inputs(tmp_path, cache_dir):
 
 def test_wandb_never_fails_training(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "")
-    res = train_sae(tcfg(cache_dir, tmp_path / "w", epochs=0.25, eval_contexts=0,
-                         wandb=WandbConfig(mode="online", dir=str(tmp_path))))
+    res = train_sae(
+        tcfg(
+            cache_dir,
+            tmp_path / "w",
+            epochs=0.25,
+            eval_contexts=0,
+            wandb=WandbConfig(mode="online", dir=str(tmp_path)),
+        )
+    )
     assert (next(iter(res.values())) / "cfg.json").exists()
