@@ -27,8 +27,8 @@ def load_directions(
 ) -> dict[str, SteeringVector]:
     """{emotion: SteeringVector}, unit-norm, with the mean residual norm for relative strength.
 
-    kind="probe": `path` is a probe folder (vectors.safetensors + vectors.json); `layer`
-    defaults to the layer the folder recommends (the SAE layer in shipped checkpoints).
+    kind="probe": `path` is a run, checkpoint or probe folder; `layer` defaults to the SAE
+    layer of that run (15 for the shipped SmolLM2 directions).
     kind="sae": `path` is a label folder (labels.json); each emotion's direction is the
     decoder row of its best feature (labelled or not; `source` says which feature).
     """
@@ -40,7 +40,10 @@ def load_directions(
                 f"no probe vectors in {root} (need vectors.json + vectors.safetensors)"
             )
         meta = json.loads((probe / "vectors.json").read_text())
-        layer = layer if layer is not None else meta.get("steering_layer", meta["best_layer"])
+        # default: the layer the folder's SAE and experiments use (the probe stage's token layer)
+        layer = (
+            layer if layer is not None else meta["config"].get("token_layer", meta["best_layer"])
+        )
         key = f"{method}.L{layer}"
         t = load_file(str(probe / "vectors.safetensors"))
         if key not in t:

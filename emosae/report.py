@@ -80,9 +80,14 @@ def headline_rows(out: Path) -> list[dict[str, str]]:
                 "here": _fmt(g["pc1_valence_r"]),
             },
             {
-                "what": f"PC{g['arousal_pc']} vs human arousal, |r|",
+                "what": f"PC{g['arousal_pc']} vs human arousal, abs(r)",
                 "paper": PAPER["arousal_r"] + " (PC2)",
                 "here": _fmt(g["arousal_r"]),
+            },
+            {
+                "what": f"best of PC1-3 vs human valence (here PC{g.get('valence_best_pc', 1)}), abs(r)",
+                "paper": "0.81 (PC1)",
+                "here": _fmt(g.get("valence_best_r")),
             },
             {
                 "what": "k-means (10) vs the paper's clusters, ARI",
@@ -105,7 +110,7 @@ def headline_rows(out: Path) -> list[dict[str, str]]:
         s = cmp_["summary"]
         rows.append(
             {
-                "what": "probe vs SAE: mean best |cosine| with a decoder direction",
+                "what": "probe vs SAE: mean best abs(cosine) with a decoder direction",
                 "paper": "no SAE",
                 "here": _fmt(s["mean_best_cosine"]),
             }

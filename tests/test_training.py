@@ -46,7 +46,7 @@ def tcfg(cache_dir, out, **kw):
 def test_train_saves_sae_lens_checkpoint_with_provenance(tmp_path, cache_dir, real_model):
     from sae_lens import SAE
 
-    res = train_sae(tcfg(cache_dir, tmp_path / "sae"), model=real_model)
+    res = train_sae(tcfg(cache_dir, tmp_path / "sae", epochs=8, lr=1e-3), model=real_model)
     folder = res["batchtopk_256_k16"]
     sae = SAE.load_from_disk(str(folder))
     assert sae.cfg.d_in == 576 and sae.cfg.d_sae == 256
