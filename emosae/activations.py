@@ -18,7 +18,6 @@ Shape letters: N rows (tokens), D d_model, B batch, L context length.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from emosae.contexts import Context, CorpusConfig, DocumentLog, corpus_fingerprint, iter_contexts
 from emosae.errors import EmosaeError
-from emosae.provenance import code_version
+from emosae.provenance import code_version, sha256_file
 
 MANIFEST = "manifest.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -100,14 +99,6 @@ def hook_layer(hook: str) -> int:
     return int(parts[1]) if parts[0] == "blocks" else 0
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _shard_path(folder: Path, i: int) -> Path:
     return folder / f"shard_{i:05d}.safetensors"
 
@@ -119,7 +110,7 @@ def _complete_shards(folder: Path) -> list[dict[str, Any]]:
     while (side := folder / f"shard_{i:05d}.json").exists():
         meta = json.loads(side.read_text())
         sp = _shard_path(folder, i)
-        if not sp.exists() or _sha256(sp) != meta["sha256"]:
+        if not sp.exists() or sha256_file(sp) != meta["sha256"]:
             break
         out.append(meta)
         i += 1
@@ -225,7 +216,7 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
             side = {
                 "shard": path.name,
                 "rows": int(toks.numel()),
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 "contexts": [ctxs[0].index, ctxs[-1].index + 1],
             }
             side_tmp = out / f".shard_{shard_i:05d}.json.tmp"
@@ -365,7 +356,7 @@ class ActivationCache:
                 p = folder / s["shard"]
                 if not p.exists():
                     raise EmosaeError(f"shard {s['shard']} listed in the manifest is missing")
-                if _sha256(p) != s["sha256"]:
+                if sha256_file(p) != s["sha256"]:
                     raise EmosaeError(
                         f"shard {s['shard']} does not match its sha256 in the manifest (corrupt?)"
                     )
@@ -384,7 +375,7 @@ class ActivationCache:
         return int(self.manifest["n_rows"])
 
     def manifest_sha256(self) -> str:
-        return _sha256(self.folder / MANIFEST)
+        return sha256_file(self.folder / MANIFEST)
 
     def column(self, shard: int, name: str) -> np.ndarray:
         return _mmap(self.folder / self.manifest["shards"][shard]["shard"], name)

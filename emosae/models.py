@@ -16,7 +16,6 @@ Not done here: quantised inference (we always dequantise), multi-GPU model split
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from emosae.errors import EmosaeError
+from emosae.provenance import sha256_file
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -269,14 +269,6 @@ def _convert_from_gguf(spec: EmbeddedModel) -> HookedTransformer:
     return model
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _jsonable_cfg(cfg: Any) -> dict[str, Any]:
     out = {}
     for k, v in cfg.to_dict().items():
@@ -306,7 +298,7 @@ def _write_cache(model: HookedTransformer, folder: Path, spec: EmbeddedModel) ->
             "name": spec.name,
             "source": str(spec.gguf_path().name),
             "cfg": _jsonable_cfg(model.cfg),
-            "sha256": _sha256(tmp / "model.safetensors"),
+            "sha256": sha256_file(tmp / "model.safetensors"),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder)
@@ -323,7 +315,7 @@ def _read_cache(folder: Path) -> HookedTransformer:
     if meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"cache format {meta.get('format')} != {CACHE_FORMAT}")
     weights = folder / "model.safetensors"
-    if _sha256(weights) != meta["sha256"]:
+    if sha256_file(weights) != meta["sha256"]:
         raise ValueError("sha256 of model.safetensors does not match meta.json")
     cfg_d = dict(meta["cfg"])
     cfg_d["dtype"] = getattr(torch, cfg_d.get("dtype", "float32"))

@@ -10,7 +10,6 @@ mid-way, shard by shard), and a corrupted output is recomputed with a message.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from emosae.emotion_vectors import VectorsConfig
 from emosae.errors import EmosaeError
 from emosae.experiments import ExperimentConfig
 from emosae.labels import LabelConfig
-from emosae.provenance import hash_json
+from emosae.provenance import hash_json, sha256_file
 from emosae.story_acts import ReadConfig
 from emosae.tracking import WandbConfig
 from emosae.training import SAEConfig, TrainConfig
@@ -106,14 +105,6 @@ def preset(name: Preset, **overrides: Any) -> RunConfig:
     return replace(cfg, **overrides) if overrides else cfg
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class StageLog:
     """`stages.json`: per finished stage, its key and its outputs' sha256."""
 
@@ -136,7 +127,7 @@ class StageLog:
             if not p.exists():
                 print(f"emosae: {stage}: output {rel} is missing; recomputing the stage")
                 return False
-            if _sha(p) != sha:
+            if sha256_file(p) != sha:
                 print(
                     f"emosae: {stage}: output {rel} is corrupted (sha256 mismatch); recomputing the stage"
                 )
@@ -148,7 +139,7 @@ class StageLog:
         self.data[stage] = {
             "key": key,
             "seconds": round(seconds, 1),
-            "outputs": {str(p.relative_to(root)): _sha(p) for p in outputs},
+            "outputs": {str(p.relative_to(root)): sha256_file(p) for p in outputs},
         }
         tmp = self.path.with_name("stages.json.tmp")
         tmp.write_text(json.dumps(self.data, indent=1))

@@ -34,6 +34,15 @@ def code_version() -> str:
         return emosae.__version__
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def hash_json(obj: Any) -> str:
     """sha256 of a JSON-serialisable object in canonical form."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
