@@ -260,8 +260,6 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
     pbar.close()
     shards = _complete_shards(out)
     # Document table: regenerate it (cheap) so a resumed run has the full table.
-    if not log.rows or len(log.rows) < 1:
-        raise EmosaeError("the corpus is empty")
     last_doc = max(int(_read_max_doc(out, s["shard"])) for s in shards)
     with open(out / "documents.jsonl.tmp", "w") as f:
         for i, (src, idx) in enumerate(log.rows[: last_doc + 1]):
@@ -383,6 +381,11 @@ class ActivationCache:
     def check_hook(self, hook: str) -> None:
         if hook not in self.hooks:
             raise EmosaeError(f"hook {hook!r} is not in the cache; it has {', '.join(self.hooks)}")
+
+    def shard_rows(self, shard: int, hook: str) -> Float[Tensor, "N D"]:
+        """One shard's rows of one hook (float32)."""
+        self.check_hook(hook)
+        return _to_torch(self.column(shard, hook), self.manifest["dtype"]).float()
 
     def rows(
         self, hook: str, split: Literal["train", "eval", "all"] = "all", eval_every: int = 20

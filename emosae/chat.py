@@ -9,7 +9,7 @@ template (base models such as Gemma 3 270M) get the paper's plain format,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from jaxtyping import Int
@@ -69,6 +69,15 @@ def render_chat(model: HookedTransformer, conversation: str | Sequence[Message])
     if model.cfg.default_prepend_bos and tok.bos_token_id is not None:
         ids = torch.cat([torch.tensor([tok.bos_token_id]), ids])
     return ChatTokens(text=text, tokens=ids, read_pos=len(ids) - 1)
+
+
+def dialogue_text(tokenizer: Any, user: str, assistant: str) -> str:
+    """A whole User/Assistant exchange as text: the chat template where the tokenizer has
+    one, else the paper's "Human: ... Assistant: ..." format."""
+    if getattr(tokenizer, "chat_template", None):
+        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return tokenizer.apply_chat_template(msgs, tokenize=False)
+    return f"Human: {user}\n\nAssistant: {assistant}"
 
 
 def stop_token_ids(model: HookedTransformer) -> list[int]:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from emosae import data
+from emosae.chat import dialogue_text
 from emosae.errors import EmosaeError
 
 
@@ -64,13 +65,10 @@ class DocumentLog:
 def emotion_documents(model_tokenizer: Any) -> list[tuple[str, str]]:
     """Training-split stories (plain text) and dialogues (rendered as chat)."""
     docs = [(f"story:{s.id}", s.text) for s in data.load_stories("train")]
-    for d in data.load_dialogues("train"):
-        msgs = [{"role": "user", "content": d.user}, {"role": "assistant", "content": d.assistant}]
-        if getattr(model_tokenizer, "chat_template", None):
-            text = model_tokenizer.apply_chat_template(msgs, tokenize=False)
-        else:
-            text = f"Human: {d.user}\n\nAssistant: {d.assistant}"
-        docs.append((d.id, text))
+    docs += [
+        (d.id, dialogue_text(model_tokenizer, d.user, d.assistant))
+        for d in data.load_dialogues("train")
+    ]
     return docs
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emosae import data
+from emosae.chat import dialogue_text
 from emosae.errors import EmosaeError
 from emosae.probes import (
     ProbeConfig,
@@ -68,15 +69,7 @@ def sweep_layers(cfg: VectorsConfig, n_layers: int) -> list[int]:
 
 
 def dialogue_texts(model: Any, dialogues: list[data.Dialogue]) -> list[str]:
-    tok = model.tokenizer
-    out = []
-    for d in dialogues:
-        msgs = [{"role": "user", "content": d.user}, {"role": "assistant", "content": d.assistant}]
-        if getattr(tok, "chat_template", None):
-            out.append(tok.apply_chat_template(msgs, tokenize=False))
-        else:
-            out.append(f"Human: {d.user}\n\nAssistant: {d.assistant}")
-    return out
+    return [dialogue_text(model.tokenizer, d.user, d.assistant) for d in dialogues]
 
 
 def subset_stories(stories: list[data.Story], max_per_emotion: int) -> list[data.Story]:

@@ -16,7 +16,7 @@ import itertools
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,6 @@ class Readout:
     hook: str
     vecs_ED: torch.Tensor
     emotions: list[str]
-    center_D: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def __post_init__(self):
         self.unit = self.vecs_ED / self.vecs_ED.norm(dim=1, keepdim=True)

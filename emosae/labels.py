@@ -181,13 +181,17 @@ def top_cache_contexts(
     fidx = torch.tensor(feats)
     best_v = torch.full((cfg.top_contexts, len(feats)), -1.0)
     best_i = torch.zeros((cfg.top_contexts, len(feats)), dtype=torch.long)
-    x = cache.rows(hook)
-    for i in range(0, len(x), batch):
-        a = sae.encode(x[i : i + batch].to(dev)).cpu()[:, fidx]
-        v = torch.cat([best_v, a])
-        idx = torch.cat([best_i, torch.arange(i, i + len(a))[:, None].expand(-1, len(feats))])
-        top = v.topk(cfg.top_contexts, dim=0)
-        best_v, best_i = top.values, idx.gather(0, top.indices)
+    offset = 0
+    for shard in range(len(cache.manifest["shards"])):  # one shard in memory at a time
+        x = cache.shard_rows(shard, hook)
+        for i in range(0, len(x), batch):
+            a = sae.encode(x[i : i + batch].to(dev)).cpu()[:, fidx]
+            v = torch.cat([best_v, a])
+            rows = torch.arange(offset + i, offset + i + len(a))
+            idx = torch.cat([best_i, rows[:, None].expand(-1, len(feats))])
+            top = v.topk(cfg.top_contexts, dim=0)
+            best_v, best_i = top.values, idx.gather(0, top.indices)
+        offset += len(x)
     toks, ctx = cache.meta("tokens"), cache.meta("context_ids")
     docs = cache.documents()
     doc_ids = cache.meta("doc_ids")
