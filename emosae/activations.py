@@ -10,8 +10,12 @@ Layout of a cache folder:
   documents.jsonl          document id -> source and index, to trace rows to text
 
 Resumable: shards are written to a temp name and renamed, and the sidecar marks a shard
-complete; a rerun verifies complete shards and continues after the last one. Contexts
-and the forward pass are deterministic, so the result equals an uninterrupted run.
+complete; a rerun verifies complete shards and computes the others. Contexts and the
+forward pass are deterministic, so the result equals an uninterrupted run.
+
+Distributed (torchrun): shard i is computed by rank i % world_size, each rank writes its
+shards into the shared folder, rank 0 writes the manifest. The folder is the same as a
+single-process run's, so readers cannot tell them apart.
 
 Shape letters: N rows (tokens), D d_model, B batch, L context length.
 """
@@ -103,37 +107,54 @@ def _shard_path(folder: Path, i: int) -> Path:
     return folder / f"shard_{i:05d}.safetensors"
 
 
-def _complete_shards(folder: Path) -> list[dict[str, Any]]:
-    """Sidecars of complete shards, in order, stopping at the first gap or bad shard."""
-    out = []
-    i = 0
-    while (side := folder / f"shard_{i:05d}.json").exists():
-        meta = json.loads(side.read_text())
-        sp = _shard_path(folder, i)
-        if not sp.exists() or sha256_file(sp) != meta["sha256"]:
-            break
-        out.append(meta)
-        i += 1
-    return out
+def _sidecar(folder: Path, i: int) -> Path:
+    return folder / f"shard_{i:05d}.json"
 
 
-@torch.no_grad()
-def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
-    """Compute and store activations for `cfg`; resumes an interrupted run."""
-    from safetensors.torch import save_file
+def _shard_done(folder: Path, i: int) -> dict[str, Any] | None:
+    """The sidecar of shard `i` if the shard is complete and matches it, else None."""
+    side = _sidecar(folder, i)
+    if not side.exists():
+        return None
+    meta = json.loads(side.read_text())
+    sp = _shard_path(folder, i)
+    if not sp.exists() or sha256_file(sp) != meta["sha256"]:
+        return None
+    return meta
 
-    from emosae.models import load_model, resolve_device
 
-    out = Path(cfg.out)
+def shard_owner(shard: int, world_size: int) -> int:
+    """Rank that computes shard `shard`: round robin, so every rank's shards hold the
+    same contexts, batched the same way, as in a single-process run."""
+    return shard % world_size
+
+
+def _check_writable(out: Path, rank: int) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test.{rank}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise EmosaeError(f"cannot write to output folder {out}: {e.strerror}") from None
-    dev = resolve_device(cfg.device)
-    model = model if model is not None else load_model(cfg.model, device=dev)
+
+
+@torch.no_grad()
+def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
+    """Compute and store activations for `cfg`; resumes an interrupted run.
+
+    Under torchrun each rank computes the shards it owns (`shard_owner`) and writes
+    them into the same folder; rank 0 writes the manifest once all are done. The
+    files are the same as a single-process run writes."""
+    from emosae import distributed
+    from emosae.models import load_model
+
+    d, dev = distributed.setup(cfg.device)
+    out = Path(cfg.out)
+    _check_writable(out, d.rank)
+    if model is None:
+        with distributed.main_first(d):  # rank 0 converts the model into the shared cache
+            model = load_model(cfg.model, device=dev)
     dev = torch.device(model.cfg.device)
     hooks = resolve_hooks(model, cfg)
     stop_at = max(hook_layer(h) for h in hooks) + 1
@@ -152,34 +173,37 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
         "corpus_sha256": fp,
     }
     header = json.loads(json.dumps(header))  # tuples -> lists, as read back from disk
-    man_path = out / MANIFEST
     partial = out / "config.json"
-    if partial.exists():
-        old = json.loads(partial.read_text())
-        if old != header:
-            diff = sorted(k for k in header if old.get(k) != header[k])
-            raise EmosaeError(
-                f"{out} holds a cache with a different config ({', '.join(diff)}); use another --out"
-            )
-    else:
-        partial.write_text(json.dumps(header, indent=1))
-    done = _complete_shards(out)
-    start_ctx = len(done) * cfg.contexts_per_shard
+    if d.is_main and not partial.exists():
+        tmp = out / "config.json.tmp"
+        tmp.write_text(json.dumps(header, indent=1))
+        os.replace(tmp, partial)
+    d.barrier()
+    old = json.loads(partial.read_text())
+    if old != header:
+        diff = sorted(k for k in header if old.get(k) != header[k])
+        raise EmosaeError(
+            f"{out} holds a cache with a different config ({', '.join(diff)}); use another --out"
+        )
+    cps = cfg.contexts_per_shard
     total_ctx = cfg.corpus.max_tokens // cfg.corpus.context_len
+    n_shards = -(-total_ctx // cps)
+    mine = [i for i in range(n_shards) if shard_owner(i, d.world_size) == d.rank]
+    todo = {i for i in mine if _shard_done(out, i) is None}
     log = DocumentLog()
-    ctx_iter = iter_contexts(cfg.corpus, model.tokenizer, log)
     sdt = DTYPES[cfg.dtype]
     L, S = cfg.corpus.context_len, cfg.skip_first
     pin = dev.type == "cuda"
+    my_ctx = sum(min(cps, total_ctx - i * cps) for i in mine)
     pbar = tqdm(
-        total=total_ctx * L,
-        initial=start_ctx * L,
+        total=my_ctx * L,
+        initial=sum(min(cps, total_ctx - i * cps) for i in mine if i not in todo) * L,
         unit="tok",
         unit_scale=True,
-        desc="caching activations",
+        desc="caching activations" + (f" (rank {d.rank})" if d.world_size > 1 else ""),
+        disable=not d.is_main,
     )
-    shard_i = len(done)
-    pending: list[Context] = []
+    start_n = pbar.n
     acts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     t0 = time.perf_counter()
 
@@ -196,8 +220,15 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
 
     fwd_hooks = [(h, store(h)) for h in hooks]
 
-    def flush(ctxs: list[Context]) -> None:
-        nonlocal shard_i
+    def forward(batch: list[Context]) -> None:
+        toks = torch.stack([c.tokens for c in batch]).to(dev, non_blocking=pin)
+        with model.hooks(fwd_hooks=fwd_hooks):
+            model(toks, stop_at_layer=stop_at)
+        pbar.update(len(batch) * L)
+        rate = (pbar.n - start_n) / (time.perf_counter() - t0)
+        pbar.set_postfix(tok_s=f"{rate * d.world_size:.0f}" + ("/all" if d.world_size > 1 else ""))
+
+    def flush(shard: int, ctxs: list[Context]) -> None:
         if pin:
             torch.cuda.synchronize()
         tens = {h: torch.cat(acts[h]).contiguous() for h in hooks}
@@ -208,7 +239,7 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
         tens["context_ids"] = torch.tensor(
             [c.index for c in ctxs], dtype=torch.int32
         ).repeat_interleave(L - S)
-        path = _shard_path(out, shard_i)
+        path = _shard_path(out, shard)
         tmp = path.with_suffix(".tmp")
         try:
             save_file(tens, str(tmp))
@@ -218,10 +249,11 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
                 "rows": int(toks.numel()),
                 "sha256": sha256_file(path),
                 "contexts": [ctxs[0].index, ctxs[-1].index + 1],
+                "rank": d.rank,  # which torchrun rank computed it (0 on one process)
             }
-            side_tmp = out / f".shard_{shard_i:05d}.json.tmp"
+            side_tmp = out / f".shard_{shard:05d}.json.tmp"
             side_tmp.write_text(json.dumps(side))
-            os.replace(side_tmp, out / f"shard_{shard_i:05d}.json")
+            os.replace(side_tmp, _sidecar(out, shard))
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise EmosaeError(
@@ -229,36 +261,45 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
             ) from None
         for h in hooks:
             acts[h].clear()
-        shard_i += 1
 
+    from safetensors.torch import save_file
+
+    # Every rank walks all contexts (tokenizing is cheap next to the forward pass) and
+    # runs the model on the shards it owns, in batches that never cross a shard.
+    shard: list[Context] = []
     batch: list[Context] = []
-    for ctx in ctx_iter:
-        if ctx.index < start_ctx:
+    n_seen = 0
+    for ctx in iter_contexts(cfg.corpus, model.tokenizer, log):
+        n_seen = ctx.index + 1
+        si = ctx.index // cps
+        if si not in todo:
             continue
         batch.append(ctx)
-        if len(batch) == cfg.batch_size or ctx.index == total_ctx - 1:
-            toks = torch.stack([c.tokens for c in batch]).to(dev, non_blocking=pin)
-            with model.hooks(fwd_hooks=fwd_hooks):
-                model(toks, stop_at_layer=stop_at)
-            pending += batch
-            pbar.update(len(batch) * L)
-            pbar.set_postfix(tok_s=f"{(pbar.n - start_ctx * L) / (time.perf_counter() - t0):.0f}")
+        shard.append(ctx)
+        last_of_shard = (ctx.index + 1) % cps == 0 or ctx.index == total_ctx - 1
+        if len(batch) == cfg.batch_size or last_of_shard:
+            forward(batch)
             batch = []
-            while len(pending) >= cfg.contexts_per_shard:
-                chunk, pending = (
-                    pending[: cfg.contexts_per_shard],
-                    pending[cfg.contexts_per_shard :],
-                )
-                _flush_partial(acts, hooks, len(chunk) * (L - S), flush, chunk)
-    if batch:
-        toks = torch.stack([c.tokens for c in batch]).to(dev)
-        with model.hooks(fwd_hooks=fwd_hooks):
-            model(toks, stop_at_layer=stop_at)
-        pending += batch
-    if pending:
-        flush(pending)
+        if last_of_shard:
+            flush(si, shard)
+            shard = []
+    if shard:  # the corpus ended inside a shard
+        if batch:
+            forward(batch)
+        flush(shard[0].index // cps, shard)
     pbar.close()
-    shards = _complete_shards(out)
+    d.barrier()
+    if d.is_main:
+        _write_manifest(out, header, log, -(-n_seen // cps))
+    d.barrier()
+    return out
+
+
+def _write_manifest(out: Path, header: dict[str, Any], log: DocumentLog, n_shards: int) -> None:
+    shards = [_shard_done(out, i) for i in range(n_shards)]
+    missing = [i for i, s in enumerate(shards) if s is None]
+    if missing:
+        raise EmosaeError(f"shards {missing} of {out} are missing or corrupt; rerun to resume")
     # Document table: regenerate it (cheap) so a resumed run has the full table.
     last_doc = max(int(_read_max_doc(out, s["shard"])) for s in shards)
     with open(out / "documents.jsonl.tmp", "w") as f:
@@ -274,21 +315,7 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
     }
     tmp = out / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, man_path)
-    return out
-
-
-def _flush_partial(acts, hooks, rows, flush, chunk) -> None:
-    """Flush exactly `rows` rows of buffered activations; keep the rest buffered."""
-    rest = {}
-    for h in hooks:
-        cat = torch.cat(acts[h])
-        acts[h][:] = [cat[:rows]]
-        rest[h] = cat[rows:]
-    flush(chunk)
-    for h in hooks:
-        if rest[h].numel():
-            acts[h].append(rest[h])
+    os.replace(tmp, out / MANIFEST)
 
 
 def _read_max_doc(folder: Path, shard: str) -> int:

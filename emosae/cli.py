@@ -6,6 +6,7 @@ Every EmosaeError (bad input) is printed as one line on stderr with exit status 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -58,6 +59,9 @@ def build_parser() -> tuple[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if os.environ.get("RANK", "0") != "0":
+        # torchrun: progress bars from rank 0 only (tqdm reads this when first imported)
+        os.environ.setdefault("TQDM_DISABLE", "1")
     from emosae.pipeline_cli import PASSTHROUGH
 
     parser, handlers = build_parser()
@@ -68,14 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from emosae import distributed
+
+    # Under torchrun each rank prints its own errors: say which rank speaks.
+    who = f"emosae[rank {os.environ['RANK']}]" if distributed.launched() else "emosae"
     try:
         handlers[args.command](args)
     except EmosaeError as e:
-        print(f"emosae: error: {e}", file=sys.stderr)
+        print(f"{who}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("emosae: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{who}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def _cache(args: argparse.Namespace) -> None:
     from emosae.activations import CacheConfig, cache_activations
 
     cfg = _parse_dataclass(CacheConfig, args.rest, "emosae cache")
-    print(f"cache written to {cache_activations(cfg)}")
+    out = cache_activations(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"cache written to {out}")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -112,9 +112,8 @@ def evaluate_sae(
     x = cache.rows(hook, "eval", cfg.eval_every)
     out: dict[str, Any] = {"hook": hook, **reconstruction_metrics(sae, x)}
     if cfg.eval_contexts > 0:
-        model = (
-            model if model is not None else load_model(cache.manifest["model"], device=cfg.device)
-        )
+        dev = next(sae.parameters()).device  # under torchrun: this rank's GPU
+        model = model if model is not None else load_model(cache.manifest["model"], device=dev)
         toks = eval_contexts(cache, cfg.eval_contexts, cfg.eval_every)
         out.update(splice_metrics(sae, model, hook, toks))
     return out

@@ -76,9 +76,19 @@ class TrainConfig:
     """Train one SAE per k here, all from the same batches (one pass over the cache)."""
     sweep_hooks: tuple[str, ...] = ()
     """Train one SAE per hook here (hooks must be in the cache)."""
+    sweep_d_sae: tuple[int, ...] = ()
+    """Train one SAE per width here (x each k and hook of the sweep)."""
+    parallel: Literal["auto", "sweep", "data"] = "auto"
+    """Under torchrun: `sweep` splits the sweep's SAEs across ranks; `data` trains every
+    SAE data-parallel (each rank 1/world of each batch, gradients all-reduced); `auto`:
+    data for one SAE, sweep for several. Ignored on one process."""
+    sync_check_every: int = 0
+    """Data-parallel only: compare exact weight checksums across ranks every this many
+    steps, and stop if they differ (0: never)."""
     epochs: float = 2.0
     """Passes over the cache's training rows."""
     batch_size: int = 1024
+    """Global batch (rows per optimizer step); data-parallel ranks take 1/world each."""
     lr: float = 4e-4
     lr_end: float | None = None
     """Final learning rate (default lr / 10), reached by cosine decay over the last fifth of training."""
@@ -96,6 +106,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs <= 0 or self.batch_size < 1:
             raise EmosaeError("epochs and batch_size must be positive")
+        if self.sync_check_every < 0:
+            raise EmosaeError("sync_check_every must be >= 0")
 
 
 def _training_sae(sae_cfg: SAEConfig, d_in: int, device: str, total_steps: int) -> Any:
@@ -130,9 +142,25 @@ def _training_sae(sae_cfg: SAEConfig, d_in: int, device: str, total_steps: int) 
 def data_statistics(
     cache: ActivationCache, hook: str, eval_every: int, n: int = 50_000
 ) -> tuple[torch.Tensor, float]:
-    """Mean activation and sae-lens's norm scaling factor sqrt(d_in) / E|x| on training rows."""
-    x = cache.rows(hook, "train", eval_every)
-    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]]
+    """Mean activation and sae-lens's norm scaling factor sqrt(d_in) / E|x| over a fixed
+    random sample of `n` training rows, read shard by shard (RAM stays at the sample)."""
+    import numpy as np
+
+    from emosae.activations import _to_torch
+
+    keep = []  # per shard: positions of its training rows
+    for i in range(len(cache.manifest["shards"])):
+        keep.append(np.flatnonzero(np.asarray(cache.column(i, "context_ids")) % eval_every != 0))
+    starts = np.cumsum([0] + [len(k) for k in keep])
+    g = torch.Generator().manual_seed(0)
+    pick = np.sort(torch.randperm(int(starts[-1]), generator=g)[:n].numpy())
+    parts = []
+    for i, k in enumerate(keep):
+        sel = pick[(pick >= starts[i]) & (pick < starts[i + 1])] - starts[i]
+        if len(sel):
+            rows = np.asarray(cache.column(i, hook)[k[sel]])
+            parts.append(_to_torch(rows, cache.manifest["dtype"]).float())
+    x = torch.cat(parts)
     return x.mean(0), (x.shape[1] ** 0.5) / x.norm(dim=1).mean().item()
 
 
@@ -150,8 +178,10 @@ def init_from_data_(sae: Any, trainer: Any, mean: torch.Tensor, scale: float) ->
 
 
 def trainer_config(
-    cfg: TrainConfig, n_rows: int, device: str, log_to_wandb: bool, run_name: str
+    cfg: TrainConfig, n_rows: int, device: str, log_to_wandb: bool, run_name: str, shards: int = 1
 ) -> Any:
+    """sae-lens trainer config; with `shards` > 1 (data parallel) for one rank's 1/shards
+    of every batch, with the same number of steps as one process."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     total = int(n_rows * cfg.epochs) // cfg.batch_size * cfg.batch_size
@@ -161,8 +191,8 @@ def trainer_config(
         )
     steps = total // cfg.batch_size
     return SAETrainerConfig(
-        total_training_samples=total,
-        train_batch_size_samples=cfg.batch_size,
+        total_training_samples=total // shards,
+        train_batch_size_samples=cfg.batch_size // shards,
         lr=cfg.lr,
         lr_end=cfg.lr_end if cfg.lr_end is not None else cfg.lr / 10,
         lr_scheduler_name="cosineannealing",
@@ -182,91 +212,180 @@ def trainer_config(
     )
 
 
-def train_sae(cfg: TrainConfig, model: Any = None) -> dict[str, Path]:
-    """Train the SAE(s) of `cfg`; returns {name: checkpoint folder}."""
-    from sae_lens import SAETrainer
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
-
-    from emosae.models import resolve_device
-    from emosae.sae_eval import evaluate_sae
-
-    cache = ActivationCache.open(cfg.cache)
+def sweep_specs(cfg: TrainConfig, cache: ActivationCache) -> dict[str, tuple[SAEConfig, str]]:
+    """{name: (SAE config, hook)} for every SAE that `cfg` asks for."""
     hook = cfg.hook or cache.hooks[0]
-    cache.check_hook(hook)
-    dev = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     specs: dict[str, tuple[SAEConfig, str]] = {}
     for h in cfg.sweep_hooks or (hook,):
         cache.check_hook(h)
-        for k in cfg.sweep_k or (cfg.sae.k,):
-            sc = replace(cfg.sae, k=k)
-            name = sc.name() + (f"_{h}" if cfg.sweep_hooks else "")
-            specs[name] = (sc, h)
+        for width in cfg.sweep_d_sae or (cfg.sae.d_sae,):
+            for k in cfg.sweep_k or (cfg.sae.k,):
+                sc = replace(cfg.sae, k=k, d_sae=width)
+                specs[sc.name() + (f"_{h}" if cfg.sweep_hooks else "")] = (sc, h)
+    return specs
+
+
+def parallel_mode(cfg: TrainConfig, world_size: int, n_saes: int, launched: bool) -> str:
+    """`single` (one process), `sweep` (SAEs split across ranks) or `data`. Under
+    torchrun an explicit `data` uses DDP even on one rank (same code path as many)."""
+    if not launched or (world_size == 1 and cfg.parallel != "data"):
+        return "single"
+    mode = cfg.parallel if cfg.parallel != "auto" else ("data" if n_saes == 1 else "sweep")
+    if mode == "data" and cfg.batch_size % world_size:
+        raise EmosaeError(
+            f"data-parallel batch_size {cfg.batch_size} must be a multiple of the {world_size} ranks"
+        )
+    return mode
+
+
+def train_sae(cfg: TrainConfig, model: Any = None) -> dict[str, Path]:
+    """Train the SAE(s) of `cfg`; returns {name: checkpoint folder} of the SAEs this
+    process saved (under torchrun: its share of a sweep, or all on rank 0 in data-
+    parallel mode)."""
+    from emosae import distributed
+
+    d, dev = distributed.setup(cfg.device)
+    cache = ActivationCache.open(cfg.cache)
+    cache.check_hook(cfg.hook or cache.hooks[0])
+    specs = sweep_specs(cfg, cache)
+    mode = parallel_mode(cfg, d.world_size, len(specs), d.active)
+    if mode == "sweep":
+        specs = {n: specs[n] for n in sorted(specs)[d.rank :: d.world_size]}
+    saves = mode != "data" or d.is_main
     n_train = cache.n_rows - int(cache.meta("context_ids", "eval", cfg.eval_every).numel())
-    run_name = Path(cfg.out).name
-    run = init_wandb(
-        cfg.wandb, run_name, {"train": asdict(cfg), "cache": cache.manifest["corpus"]}, "train_sae"
-    )
+    run_name = Path(cfg.out).name + (f"-rank{d.rank}" if mode == "sweep" else "")
+    run = None
+    if saves and specs:
+        run = init_wandb(
+            cfg.wandb,
+            run_name,
+            {"train": asdict(cfg), "cache": cache.manifest["corpus"], "parallel": mode},
+            "train_sae",
+        )
+    results: dict[str, Path] = {}
     try:
-        tcfg = trainer_config(cfg, n_train, str(dev), run is not None, run_name)
-        steps = tcfg.total_training_steps
-        saes = {
-            n: _training_sae(sc, cache.d_model, str(dev), steps) for n, (sc, _) in specs.items()
-        }
-        hooks_used = sorted({h for _, h in specs.values()})
-        streams = {
-            h: batch_stream(
-                cache,
-                h,
-                cfg.batch_size,
-                device=dev,
-                eval_every=cfg.eval_every,
-                resident=cfg.resident,
-                seed=cfg.seed,
-            )
-            for h in hooks_used
-        }
-        inits = {h: data_statistics(cache, h, cfg.eval_every) for h in hooks_used}
-        if len(saes) == 1:
-            ((name, sae),) = saes.items()
-            trainer = SAETrainer(tcfg, sae, data_provider=streams[specs[name][1]])
-            init_from_data_(sae, trainer, *inits[specs[name][1]])
-            trainer.fit()
-        else:
-            if len(hooks_used) > 1:
-                raise EmosaeError(
-                    "a sweep over hooks needs rows aligned across hooks; use one cache per sweep"
+        shards = d.world_size if mode == "data" else 1
+        tcfg = trainer_config(cfg, n_train, str(dev), run is not None, run_name, shards)
+        by_hook: dict[str, list[str]] = {}
+        for n, (_, h) in specs.items():
+            by_hook.setdefault(h, []).append(n)
+        for h, names in by_hook.items():
+            saes, checks = _fit(cfg, tcfg, cache, h, {n: specs[n][0] for n in names}, dev, d, mode)
+            if not saves:
+                continue
+            for name, sae in saes.items():
+                results[name] = _save_and_evaluate(
+                    cfg,
+                    sae,
+                    name,
+                    specs[name],
+                    cache,
+                    dev,
+                    model,
+                    len(specs) == 1 and mode != "sweep",
+                    {"parallel": mode, "rank": d.rank, "world_size": d.world_size, **checks},
+                    run,
                 )
-            multi = ({h: next(s) for h, s in streams.items()} for _ in iter(int, 1))
-            mt = MultiSAETrainer(
-                tcfg, saes, {n: h for n, (_, h) in specs.items()}, data_provider=multi
-            )
-            for n, tr in mt.trainers.items():
-                init_from_data_(saes[n], tr, *inits[specs[n][1]])
-            mt.fit()
-        out = Path(cfg.out)
-        results = {}
-        for name, sae in saes.items():
-            folder = out if len(saes) == 1 else out / name
-            tmp = save_checkpoint(sae, folder, cfg, specs[name][0], specs[name][1], cache)
-            # Evaluate what was saved: the inference SAE as sae-lens loads it.
-            metrics = evaluate_sae(load_sae(tmp, str(dev)), cache, specs[name][1], cfg, model=model)
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-            results[name] = folder
-            if run is not None:
-                run.summary.update(
-                    {f"{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-                )
-        return results
     finally:
         finish(run)
+    d.barrier()  # data parallel: the other ranks wait for rank 0's checkpoint
+    return results
+
+
+def _fit(
+    cfg: TrainConfig,
+    tcfg: Any,
+    cache: ActivationCache,
+    hook: str,
+    sae_cfgs: dict[str, SAEConfig],
+    dev: torch.device,
+    d: Any,
+    mode: str,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Train the SAEs of one hook together (one pass over the cache); returns them and
+    the number of cross-rank weight checks made (data parallel)."""
+    from sae_lens import SAETrainer
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    from emosae import data_parallel
+
+    steps = tcfg.total_training_steps
+    saes = {}
+    for n, sc in sae_cfgs.items():
+        # Same seed for every SAE: its start does not depend on the sweep around it or
+        # on which rank trains it.
+        torch.manual_seed(cfg.seed)
+        saes[n] = _training_sae(sc, cache.d_model, str(dev), steps)
+    rank, world = (d.rank, d.world_size) if mode == "data" else (0, 1)
+    stream = batch_stream(
+        cache,
+        hook,
+        tcfg.train_batch_size_samples,
+        device=dev,
+        eval_every=cfg.eval_every,
+        resident=cfg.resident,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world,
+    )
+    init = data_statistics(cache, hook, cfg.eval_every)
+    if len(saes) == 1:
+        ((name, sae),) = saes.items()
+        trainer = SAETrainer(tcfg, sae, data_provider=stream)
+        trainers = {name: trainer}
+    else:
+        multi = ({hook: b} for b in stream)
+        trainer = MultiSAETrainer(tcfg, saes, dict.fromkeys(saes, hook), data_provider=multi)
+        trainers = trainer.trainers
+    counters = []
+    for n, tr in trainers.items():
+        init_from_data_(saes[n], tr, *init)
+        if mode == "data":
+            counters.append(data_parallel.make_data_parallel_(tr, cfg.sync_check_every))
+    trainer.fit()
+    if mode == "data":
+        for tr in trainers.values():
+            data_parallel.release(tr)
+    return saes, {"sync_checks": min(c["sync_checks"] for c in counters)} if counters else {}
+
+
+def _save_and_evaluate(
+    cfg: TrainConfig,
+    sae: Any,
+    name: str,
+    spec: tuple[SAEConfig, str],
+    cache: ActivationCache,
+    dev: torch.device,
+    model: Any,
+    alone: bool,
+    parallel: dict[str, Any],
+    run: Any,
+) -> Path:
+    from emosae.sae_eval import evaluate_sae
+
+    folder = Path(cfg.out) if alone else Path(cfg.out) / name
+    tmp = save_checkpoint(sae, folder, cfg, spec[0], spec[1], cache, parallel)
+    # Evaluate what was saved: the inference SAE as sae-lens loads it.
+    metrics = evaluate_sae(load_sae(tmp, str(dev)), cache, spec[1], cfg, model=model)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    if run is not None:
+        run.summary.update(
+            {f"{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        )
+    return folder
 
 
 def save_checkpoint(
-    sae: Any, folder: Path, cfg: TrainConfig, sae_cfg: SAEConfig, hook: str, cache: ActivationCache
+    sae: Any,
+    folder: Path,
+    cfg: TrainConfig,
+    sae_cfg: SAEConfig,
+    hook: str,
+    cache: ActivationCache,
+    parallel: dict[str, Any] | None = None,
 ) -> Path:
     """Write the sae-lens inference checkpoint plus provenance into a temp folder beside
     `folder` and return it; the caller adds metrics.json and renames it into place."""
@@ -285,6 +404,7 @@ def save_checkpoint(
         "corpus_sha256": cache.manifest["corpus_sha256"],
         "sae": asdict(sae_cfg),
         "train": asdict(cfg),
+        "parallel": parallel or {"parallel": "single"},
         "code_version": code_version(),
     }
     (tmp / "emosae.json").write_text(json.dumps(prov, indent=1))

@@ -1,0 +1,128 @@
+"""Running under `torchrun`: join the process group that torchrun describes in the
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), pick the device
+and backend (nccl for CUDA, gloo for CPU), and a few collective helpers.
+
+Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op and
+`setup` returns rank 0 of 1, so the same code runs unchanged on one process.
+
+    torchrun --nproc_per_node=8 -m emosae cache ...        # one machine, 8 GPUs
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 \\
+        --rdzv_backend=c10d --rdzv_endpoint=host0:29500 -m emosae train ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from emosae.errors import EmosaeError
+
+BACKEND_ENV = "EMOSAE_DIST_BACKEND"
+"""Overrides the backend (e.g. gloo on CUDA, where nccl refuses two ranks on one GPU)."""
+TIMEOUT = timedelta(hours=2)
+"""How long a rank waits at a collective for the others (ranks finish shards and
+evaluations at different times)."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """True when a process group is up (torchrun, any world size)."""
+        return dist.is_available() and dist.is_initialized()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def all_ok(self, ok: bool) -> bool:
+        """True on every rank iff `ok` holds on every rank (a failure on one rank
+        becomes the same clean error on all, instead of a hang)."""
+        if not self.active:
+            return ok
+        t = torch.tensor([0 if ok else 1], device=_collective_device())
+        dist.all_reduce(t)
+        return int(t.item()) == 0
+
+    def gather_objects(self, obj: object) -> list[object]:
+        """Every rank's `obj`, in rank order (on every rank)."""
+        if not self.active:
+            return [obj]
+        out: list[object] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def launched() -> bool:
+    """True inside a torchrun (or other torch.distributed launcher) worker."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def setup(device: str | torch.device | None = None) -> tuple[Dist, torch.device]:
+    """Join torchrun's process group (once; later calls return the same) and choose
+    this rank's device: `cuda:LOCAL_RANK` when CUDA is used, else the CPU."""
+    from emosae.models import resolve_device
+
+    dev = resolve_device(device)
+    if not launched():
+        return Dist(), dev
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    backend = os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        n_gpu = torch.cuda.device_count()
+        if local >= n_gpu and backend == "nccl":
+            raise EmosaeError(
+                f"local rank {local} has no GPU of its own ({n_gpu} visible) and nccl cannot "
+                f"share one; use --nproc_per_node <= {n_gpu} (or {BACKEND_ENV}=gloo to share)"
+            )
+        dev = torch.device("cuda", local % n_gpu)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        kw = {"device_id": dev} if backend == "nccl" else {}
+        dist.init_process_group(backend, timeout=TIMEOUT, **kw)
+    return Dist(rank, world, local), dev
+
+
+@contextmanager
+def main_first(d: Dist) -> Iterator[None]:
+    """Rank 0 runs the body first (e.g. converting a model into the shared cache
+    folder), then the other ranks."""
+    if not d.is_main:
+        d.barrier()
+    yield
+    if d.is_main:
+        d.barrier()
+
+
+def require(d: Dist, ok: bool, message: str) -> None:
+    """Raise the same EmosaeError on every rank unless `ok` holds on every rank."""
+    if not d.all_ok(ok):
+        raise EmosaeError(message)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
