@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> None:
     d, dev = distributed.setup(args.device)
     out = Path(args.dir)
     if args.worker == "cache":
-        with distributed.main_first(d):
+        with distributed.local_main_first(d):
             model = load_model(device=dev)
         cfg = CacheConfig(
             out=str(out / "cache"),

@@ -45,6 +45,12 @@ EMOSAE_DIST_BACKEND=gloo run torchrun --standalone --nproc_per_node=2 -m emosae 
 run python3 -m emosae train --cache /tmp/c_one --out /tmp/t_one $T
 run torchrun --standalone --nproc_per_node=1 -m emosae train --cache /tmp/c_one --out /tmp/t_nccl $T --parallel data --sync_check_every 1
 EMOSAE_DIST_BACKEND=gloo run torchrun --standalone --nproc_per_node=2 -m emosae train --cache /tmp/c_one --out /tmp/t_gloo2 $T --parallel data --sync_check_every 1
+# the same two launches stopped after 1 and 12 steps (epochs 0.02 and 0.2)
+for e in 0.02 0.2; do
+  S="${T/--epochs 2/--epochs $e} --eval_contexts 0"
+  run python3 -m emosae train --cache /tmp/c_one --out /tmp/t_one_$e $S
+  EMOSAE_DIST_BACKEND=gloo run torchrun --standalone --nproc_per_node=2 -m emosae train --cache /tmp/c_one --out /tmp/t_gloo2_$e $S --parallel data --sync_check_every 1
+done
 python3 - <<'EOF'
 import json
 from pathlib import Path
@@ -58,12 +64,13 @@ for name in ("c_nccl", "c_gloo2"):
     x = ActivationCache.open(f"/tmp/{name}").rows("blocks.15.hook_resid_post")
     print(f"{name}: {m['n_rows']} rows, ranks {sorted({s['rank'] for s in m['shards']})}, "
           f"shards identical {sum(same)}/{len(same)}, max |diff| {(x - ref).abs().max().item():.3g}")
-a = load_file("/tmp/t_one/sae_weights.safetensors")
-for name in ("t_nccl", "t_gloo2"):
+for one, name in [("t_one", "t_nccl"), ("t_one", "t_gloo2"), ("t_one_0.02", "t_gloo2_0.02"),
+                  ("t_one_0.2", "t_gloo2_0.2")]:
+    a = load_file(f"/tmp/{one}/sae_weights.safetensors")
     b = load_file(f"/tmp/{name}/sae_weights.safetensors")
     p = json.loads(Path(f"/tmp/{name}/emosae.json").read_text())["parallel"]
-    rel = max(((a[k] - b[k]).abs().max() / a[k].abs().max()).item() for k in a)
-    print(f"{name}: {p}, max |diff| / max |w| vs one process {rel:.3g}")
+    diff = {k: f"{(a[k] - b[k]).abs().max().item():.2g}/{a[k].abs().max().item():.2g}" for k in a}
+    print(f"{name}: {p}, max |diff| / max |w| vs one process {diff}")
 for name in ("t_one", "t_nccl", "t_gloo2"):
     m = json.loads(Path(f"/tmp/{name}/metrics.json").read_text())
     print(name, {k: round(m[k], 4) for k in ("explained_variance", "l0", "ce_loss_recovered")})

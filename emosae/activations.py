@@ -153,7 +153,7 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
     out = Path(cfg.out)
     _check_writable(out, d.rank)
     if model is None:
-        with distributed.main_first(d):  # rank 0 converts the model into the shared cache
+        with distributed.local_main_first(d):  # local rank 0 converts the model once per machine
             model = load_model(cfg.model, device=dev)
     dev = torch.device(model.cfg.device)
     hooks = resolve_hooks(model, cfg)

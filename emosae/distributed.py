@@ -107,13 +107,14 @@ def setup(device: str | torch.device | None = None) -> tuple[Dist, torch.device]
 
 
 @contextmanager
-def main_first(d: Dist) -> Iterator[None]:
-    """Rank 0 runs the body first (e.g. converting a model into the shared cache
-    folder), then the other ranks."""
-    if not d.is_main:
+def local_main_first(d: Dist) -> Iterator[None]:
+    """Each machine's local rank 0 runs the body first (e.g. converting a model into
+    the machine's model cache), then the other ranks."""
+    first = d.local_rank == 0
+    if not first:
         d.barrier()
     yield
-    if d.is_main:
+    if first:
         d.barrier()
 
 

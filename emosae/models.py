@@ -301,7 +301,13 @@ def _write_cache(model: HookedTransformer, folder: Path, spec: EmbeddedModel) ->
             "sha256": sha256_file(tmp / "model.safetensors"),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").exists():
+                raise
+            # another process (a torchrun rank on a shared home) finished first; its
+            # copy is verified by sha256 when read
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -27,6 +27,12 @@ def _parse_dataclass(cls: type, argv: list[str], prog: str, default: Any = None)
 def _run(args: argparse.Namespace) -> None:
     from emosae.pipeline import STAGES, RunConfig, preset, run_pipeline
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise EmosaeError(
+            "emosae run is a single-process pipeline; under torchrun use `emosae cache` and "
+            "`emosae train`, the stages that scale out"
+        )
+
     cfg = _parse_dataclass(RunConfig, args.rest, "emosae run", default=preset(args.preset))
     only = tuple(args.only or ())
     bad = [s for s in only if s not in STAGES]

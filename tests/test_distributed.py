@@ -152,3 +152,14 @@ def test_bad_data_parallel_batch_is_one_line_on_every_rank(tmp_path, single_cach
     # No traceback from emosae's own processes (torchrun prints its own summary).
     assert "EmosaeError" not in r.stderr and 'emosae/training.py"' not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_pipeline_refuses_several_ranks(monkeypatch, capsys):
+    from emosae.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["run", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("emosae[rank 1]: error: emosae run is a single-process pipeline")
+    assert len(err.splitlines()) == 1
