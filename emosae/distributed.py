@@ -51,29 +51,6 @@ class Dist:
         if self.active:
             dist.barrier()
 
-    def all_ok(self, ok: bool) -> bool:
-        """True on every rank iff `ok` holds on every rank (a failure on one rank
-        becomes the same clean error on all, instead of a hang)."""
-        if not self.active:
-            return ok
-        t = torch.tensor([0 if ok else 1], device=_collective_device())
-        dist.all_reduce(t)
-        return int(t.item()) == 0
-
-    def gather_objects(self, obj: object) -> list[object]:
-        """Every rank's `obj`, in rank order (on every rank)."""
-        if not self.active:
-            return [obj]
-        out: list[object] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-
-def _collective_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
 
 def launched() -> bool:
     """True inside a torchrun (or other torch.distributed launcher) worker."""
@@ -116,12 +93,6 @@ def local_main_first(d: Dist) -> Iterator[None]:
     yield
     if first:
         d.barrier()
-
-
-def require(d: Dist, ok: bool, message: str) -> None:
-    """Raise the same EmosaeError on every rank unless `ok` holds on every rank."""
-    if not d.all_ok(ok):
-        raise EmosaeError(message)
 
 
 def shutdown() -> None:
