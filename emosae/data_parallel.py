@@ -10,10 +10,11 @@ process would take on the whole global batch.
 
 Per-rank state that changes the loss is synchronised too: the steps since each feature
 last fired (the dead-feature mask of TopK's AuxK loss) is min-reduced before every
-step, giving the global count. BatchTopK's running threshold is a buffer, which DDP
-broadcasts from rank 0 at each forward. Two differences from one process remain and are
-documented: BatchTopK picks its top k*batch activations within each rank's slice, and
-feature-frequency logs (rank 0 logs) count rank 0's rows only.
+step, giving the global count. Floating-point buffers (BatchTopK's running threshold,
+updated from each rank's own activations) are averaged over the ranks after every step.
+Two differences from one process remain and are documented: BatchTopK picks its top
+k*batch activations within each rank's slice, and feature-frequency logs (rank 0 logs)
+count rank 0's rows only.
 """
 
 from __future__ import annotations
@@ -64,9 +65,7 @@ def make_data_parallel_(trainer: Any, sync_check_every: int = 0) -> dict[str, in
     if not (dist.is_available() and dist.is_initialized()):
         raise EmosaeError("data-parallel training needs torch.distributed (launch with torchrun)")
     sae = trainer.sae
-    ddp = DistributedDataParallel(
-        _TrainingForward(sae), broadcast_buffers=True, find_unused_parameters=False
-    )
+    ddp = DistributedDataParallel(_TrainingForward(sae), find_unused_parameters=False)
     # Shadow the method on this instance only; DDP's forward calls the class's method.
     sae.training_forward_pass = lambda step_input: ddp(step_input)
     step = trainer.step
@@ -76,6 +75,10 @@ def make_data_parallel_(trainer: Any, sync_check_every: int = 0) -> dict[str, in
     def dp_step(batch: torch.Tensor) -> Any:
         dist.all_reduce(trainer.n_forward_passes_since_fired, op=dist.ReduceOp.MIN)
         out = step(batch)
+        for b in sae.buffers():  # running statistics (BatchTopK's threshold): rank mean
+            if b.is_floating_point():
+                dist.all_reduce(b)
+                b.div_(world)
         if sync_check_every and (trainer.n_training_steps + 1) % sync_check_every == 0:
             mine = weights_checksum(sae)
             every = [torch.empty_like(mine) for _ in range(world)]

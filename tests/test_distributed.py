@@ -123,6 +123,19 @@ def test_data_parallel_matches_one_process_and_ranks_stay_identical(tmp_path, si
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), (k, (a[k] - b[k]).abs().max())
 
 
+def test_data_parallel_batchtopk_ranks_stay_identical(tmp_path, single_cache):
+    # BatchTopK also carries a running threshold (a buffer) that each rank updates from
+    # its own slice: the ranks must still agree, buffers included, after every step.
+    out = tmp_path / "btk"
+    flags = TRAIN_FLAGS.replace("topk", "batchtopk").split()
+    torchrun(
+        "train", "--cache", str(single_cache), "--out", str(out), *flags,
+        "--parallel", "data", "--sync_check_every", "1",
+    )  # fmt: skip
+    prov = json.loads((out / "emosae.json").read_text())
+    assert prov["parallel"]["sync_checks"] > 10 and prov["sae"]["architecture"] == "batchtopk"
+
+
 def test_sweep_splits_saes_across_ranks(tmp_path, single_cache):
     ref = one_process(single_cache, tmp_path / "one", sweep_k=(4, 8))
     out = tmp_path / "sweep"
