@@ -415,9 +415,14 @@ class ActivationCache:
         return _to_torch(self.column(shard, hook), self.manifest["dtype"]).float()
 
     def rows(
-        self, hook: str, split: Literal["train", "eval", "all"] = "all", eval_every: int = 20
+        self,
+        hook: str,
+        split: Literal["train", "eval", "all"] = "all",
+        eval_every: int = 20,
+        stored: bool = False,
     ) -> Float[Tensor, "N D"]:
-        """All rows of one hook as a tensor (float32). `eval` = contexts with id % eval_every == 0."""
+        """All rows of one hook as a tensor: float32, or the storage dtype with `stored`.
+        `eval` = contexts with id % eval_every == 0."""
         self.check_hook(hook)
         out = []
         for i in range(len(self.manifest["shards"])):
@@ -425,7 +430,8 @@ class ActivationCache:
             if split != "all":
                 m = np.asarray(self.column(i, "context_ids")) % eval_every == 0
                 x = x[m] if split == "eval" else x[~m]
-            out.append(_to_torch(x, self.manifest["dtype"]).float())
+            t = _to_torch(x, self.manifest["dtype"])
+            out.append(t if stored else t.float())
         return torch.cat(out)
 
     def meta(
@@ -455,7 +461,7 @@ def choose_residency(cache: ActivationCache, device: torch.device, resident: boo
     if device.type != "cuda":
         return False
     free, _ = torch.cuda.mem_get_info(device)
-    need = cache.n_rows * cache.d_model * 4
+    need = cache.n_rows * cache.d_model * DTYPES[cache.manifest["dtype"]].itemsize
     return need < 0.7 * free
 
 
@@ -479,22 +485,24 @@ def batch_stream(
     Streaming mode walks the shards in a random order per epoch, fills a mixing buffer
     of `buffer_rows` rows from memory-mapped shards, shuffles it and serves it (through
     pinned memory on CUDA). With `world_size > 1` each rank serves a disjoint 1/world
-    slice of every global batch (data parallel).
+    slice of every global batch (data parallel). Rows stay in the storage dtype (half
+    the memory for float16) and are widened to float32 per batch, on the device: a
+    rank converts only its own rows.
     """
     cache.check_hook(hook)
     dev = torch.device(device)
     g = torch.Generator().manual_seed(seed)
     global_bs = batch_size * world_size
     if choose_residency(cache, dev, resident):
-        x = cache.rows(hook, split, eval_every).to(dev)
+        x = cache.rows(hook, split, eval_every, stored=True).to(dev)
         while True:
             perm = torch.randperm(len(x), generator=g)
             for i in range(0, len(perm) - global_bs + 1, global_bs):
                 idx = perm[i + rank * batch_size : i + (rank + 1) * batch_size]
-                yield x[idx.to(dev)]
+                yield x[idx.to(dev)].float()
     n_sh = len(cache.manifest["shards"])
     pin = dev.type == "cuda"
-    carry = torch.empty(0, cache.d_model)
+    carry = torch.empty(0, cache.d_model, dtype=DTYPES[cache.manifest["dtype"]])
     while True:
         order = torch.randperm(n_sh, generator=g).tolist()
         buf: list[Tensor] = [carry]
@@ -504,7 +512,7 @@ def batch_stream(
             if split != "all":
                 m = np.asarray(cache.column(si, "context_ids")) % eval_every == 0
                 x = x[m] if split == "eval" else x[~m]
-            t = _to_torch(np.asarray(x), cache.manifest["dtype"]).float()
+            t = _to_torch(np.asarray(x), cache.manifest["dtype"])
             buf.append(t)
             n += len(t)
             if n >= buffer_rows or si == order[-1]:
@@ -514,8 +522,10 @@ def batch_stream(
                 if pin:
                     mix = mix.pin_memory()
                 for i in range(0, usable, global_bs):
-                    yield mix[i + rank * batch_size : i + (rank + 1) * batch_size].to(
-                        dev, non_blocking=pin
+                    yield (
+                        mix[i + rank * batch_size : i + (rank + 1) * batch_size]
+                        .to(dev, non_blocking=pin)
+                        .float()
                     )
                 carry = mix[usable:]  # fewer than one global batch: goes into the next buffer
                 buf, n = [carry], len(carry)
