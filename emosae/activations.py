@@ -194,10 +194,13 @@ def cache_activations(cfg: CacheConfig, model: Any = None) -> Path:
     sdt = DTYPES[cfg.dtype]
     L, S = cfg.corpus.context_len, cfg.skip_first
     pin = dev.type == "cuda"
-    my_ctx = sum(min(cps, total_ctx - i * cps) for i in mine)
+
+    def tokens_in(shards: list[int]) -> int:
+        return sum(min(cps, total_ctx - i * cps) for i in shards) * L
+
     pbar = tqdm(
-        total=my_ctx * L,
-        initial=sum(min(cps, total_ctx - i * cps) for i in mine if i not in todo) * L,
+        total=tokens_in(mine),
+        initial=tokens_in([i for i in mine if i not in todo]),
         unit="tok",
         unit_scale=True,
         desc="caching activations" + (f" (rank {d.rank})" if d.world_size > 1 else ""),
@@ -409,10 +412,23 @@ class ActivationCache:
         if hook not in self.hooks:
             raise EmosaeError(f"hook {hook!r} is not in the cache; it has {', '.join(self.hooks)}")
 
-    def shard_rows(self, shard: int, hook: str) -> Float[Tensor, "N D"]:
-        """One shard's rows of one hook (float32)."""
+    def shard_rows(
+        self, shard: int, hook: str, index: np.ndarray | None = None
+    ) -> Float[Tensor, "N D"]:
+        """One shard's rows of one hook (float32); `index` reads only those rows."""
         self.check_hook(hook)
-        return _to_torch(self.column(shard, hook), self.manifest["dtype"]).float()
+        x = self.column(shard, hook)
+        return _to_torch(x if index is None else x[index], self.manifest["dtype"]).float()
+
+    def split_mask(
+        self, shard: int, split: Literal["train", "eval", "all"], eval_every: int
+    ) -> np.ndarray | None:
+        """Which rows of `shard` belong to `split` (None: all). Held out (`eval`) are the
+        contexts whose id is a multiple of `eval_every`."""
+        if split == "all":
+            return None
+        held = np.asarray(self.column(shard, "context_ids")) % eval_every == 0
+        return held if split == "eval" else ~held
 
     def rows(
         self,
@@ -427,9 +443,8 @@ class ActivationCache:
         out = []
         for i in range(len(self.manifest["shards"])):
             x = self.column(i, hook)
-            if split != "all":
-                m = np.asarray(self.column(i, "context_ids")) % eval_every == 0
-                x = x[m] if split == "eval" else x[~m]
+            if (m := self.split_mask(i, split, eval_every)) is not None:
+                x = x[m]
             t = _to_torch(x, self.manifest["dtype"])
             out.append(t if stored else t.float())
         return torch.cat(out)
@@ -440,9 +455,8 @@ class ActivationCache:
         out = []
         for i in range(len(self.manifest["shards"])):
             x = np.asarray(self.column(i, name))
-            if split != "all":
-                m = np.asarray(self.column(i, "context_ids")) % eval_every == 0
-                x = x[m] if split == "eval" else x[~m]
+            if (m := self.split_mask(i, split, eval_every)) is not None:
+                x = x[m]
             out.append(torch.from_numpy(x.astype(np.int64)))
         return torch.cat(out)
 
@@ -509,9 +523,8 @@ def batch_stream(
         n = len(carry)
         for si in order:
             x = cache.column(si, hook)
-            if split != "all":
-                m = np.asarray(cache.column(si, "context_ids")) % eval_every == 0
-                x = x[m] if split == "eval" else x[~m]
+            if (m := cache.split_mask(si, split, eval_every)) is not None:
+                x = x[m]
             t = _to_torch(np.asarray(x), cache.manifest["dtype"])
             buf.append(t)
             n += len(t)

@@ -60,7 +60,8 @@ def build_parser() -> tuple[
 
 def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("RANK", "0") != "0":
-        # torchrun: progress bars from rank 0 only (tqdm reads this when first imported)
+        # torchrun: progress bars from rank 0 only. tqdm reads this when first imported,
+        # and importing torch (so emosae.distributed.env_rank) imports tqdm: read it here.
         os.environ.setdefault("TQDM_DISABLE", "1")
     from emosae.pipeline_cli import PASSTHROUGH
 
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from emosae import distributed
 
     # Under torchrun each rank prints its own errors: say which rank speaks.
-    who = f"emosae[rank {os.environ['RANK']}]" if distributed.launched() else "emosae"
+    who = f"emosae[rank {distributed.env_rank()}]" if distributed.launched() else "emosae"
     try:
         handlers[args.command](args)
     except EmosaeError as e:

@@ -57,6 +57,16 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), before `setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def env_world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun), before `setup`."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str | torch.device | None = None) -> tuple[Dist, torch.device]:
     """Join torchrun's process group (once; later calls return the same) and choose
     this rank's device: `cuda:LOCAL_RANK` when CUDA is used, else the CPU."""
@@ -65,7 +75,7 @@ def setup(device: str | torch.device | None = None) -> tuple[Dist, torch.device]
     dev = resolve_device(device)
     if not launched():
         return Dist(), dev
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, world = env_rank(), env_world_size()
     local = int(os.environ.get("LOCAL_RANK", rank))
     backend = os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
     if dev.type == "cuda":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,10 @@ def _parse_dataclass(cls: type, argv: list[str], prog: str, default: Any = None)
 
 
 def _run(args: argparse.Namespace) -> None:
+    from emosae import distributed
     from emosae.pipeline import STAGES, RunConfig, preset, run_pipeline
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if distributed.env_world_size() > 1:
         raise EmosaeError(
             "emosae run is a single-process pipeline; under torchrun use `emosae cache` and "
             "`emosae train`, the stages that scale out"
@@ -57,11 +57,12 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _cache(args: argparse.Namespace) -> None:
+    from emosae import distributed
     from emosae.activations import CacheConfig, cache_activations
 
     cfg = _parse_dataclass(CacheConfig, args.rest, "emosae cache")
     out = cache_activations(cfg)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+    if distributed.env_rank() == 0:  # under torchrun, rank 0 speaks for all
         print(f"cache written to {out}")
 
 

@@ -146,20 +146,17 @@ def data_statistics(
     random sample of `n` training rows, read shard by shard (RAM stays at the sample)."""
     import numpy as np
 
-    from emosae.activations import _to_torch
-
-    keep = []  # per shard: positions of its training rows
-    for i in range(len(cache.manifest["shards"])):
-        keep.append(np.flatnonzero(np.asarray(cache.column(i, "context_ids")) % eval_every != 0))
+    shards = range(len(cache.manifest["shards"]))
+    # per shard: positions of its training rows
+    keep = [np.flatnonzero(cache.split_mask(i, "train", eval_every)) for i in shards]
     starts = np.cumsum([0] + [len(k) for k in keep])
     g = torch.Generator().manual_seed(0)
     pick = np.sort(torch.randperm(int(starts[-1]), generator=g)[:n].numpy())
     parts = []
-    for i, k in enumerate(keep):
+    for i, k in zip(shards, keep, strict=True):
         sel = pick[(pick >= starts[i]) & (pick < starts[i + 1])] - starts[i]
         if len(sel):
-            rows = np.asarray(cache.column(i, hook)[k[sel]])
-            parts.append(_to_torch(rows, cache.manifest["dtype"]).float())
+            parts.append(cache.shard_rows(i, hook, k[sel]))
     x = torch.cat(parts)
     return x.mean(0), (x.shape[1] ** 0.5) / x.norm(dim=1).mean().item()
 
