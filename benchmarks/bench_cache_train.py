@@ -41,11 +41,11 @@ import time
 from pathlib import Path
 
 import torch
-
 from emosae.activations import ActivationCache, CacheConfig, batch_stream, cache_activations
-from emosae.contexts import CorpusConfig, iter_contexts
-from emosae.models import load_model
-from emosae.training import SAEConfig, TrainConfig, _training_sae, trainer_config
+
+from emosae.lm.models import load_model
+from emosae.sae.contexts import CorpusConfig, iter_contexts
+from emosae.sae.training import SAEConfig, TrainConfig, _training_sae, trainer_config
 
 CTX = 128  # tokens per context
 SHARD_CONTEXTS = 256  # CacheConfig.contexts_per_shard default; sae-lens buffers match it
@@ -204,8 +204,8 @@ def gemm_bound(B: int, F: int, D: int, min_s: float = 1.0) -> float:
 CHILD = """
 import json, resource, sys
 from emosae.activations import CacheConfig, cache_activations
-from emosae.contexts import CorpusConfig
-from emosae.models import load_model
+from emosae.sae.contexts import CorpusConfig
+from emosae.lm.models import load_model
 out, layer, tokens, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = load_model(device="cpu")
 status = open("/proc/self/status").read()

@@ -35,13 +35,13 @@ HERE = Path(__file__).resolve()
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-
-    from emosae import distributed
     from emosae.activations import CacheConfig, cache_activations
-    from emosae.contexts import CorpusConfig
-    from emosae.models import load_model
-    from emosae.tracking import WandbConfig
-    from emosae.training import SAEConfig, TrainConfig, train_sae
+
+    from emosae.core import distributed
+    from emosae.core.tracking import WandbConfig
+    from emosae.lm.models import load_model
+    from emosae.sae.contexts import CorpusConfig
+    from emosae.sae.training import SAEConfig, TrainConfig, train_sae
 
     d, dev = distributed.setup(args.device)
     out = Path(args.dir)

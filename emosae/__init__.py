@@ -1,6 +1,9 @@
 """emosae: emotion concepts in language models, found with linear probes and sparse
 autoencoders, and exposed as steering handles through TransformerLens hooks.
 
+The package is cut by concern (see docs/architecture.md): `core` (errors, atomic IO,
+layout, logging), `lm` (models, chat, hooks), `data`, `sae` (cache, training),
+`probes`, `features`, `steering`, `experiments`, `pipeline` (`emosae run`) and `cli`.
 Heavy modules (torch models, sae-lens, wandb) are imported lazily on first use.
 """
 
@@ -12,18 +15,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "emosae.models",
-    "list_models": "emosae.models",
-    "render_chat": "emosae.chat",
-    "chat_reply": "emosae.chat",
-    "EmosaeError": "emosae.errors",
-    "SteeringVector": "emosae.steering",
-    "load_directions": "emosae.directions",
-    "run_pipeline": "emosae.pipeline",
-    "preset": "emosae.pipeline",
-    "cache_activations": "emosae.activations",
-    "train_sae": "emosae.training",
-    "load_sae": "emosae.training",
+    "load_model": "emosae.lm.models",
+    "list_models": "emosae.lm.models",
+    "render_chat": "emosae.lm.chat",
+    "chat_reply": "emosae.lm.chat",
+    "EmosaeError": "emosae.core.errors",
+    "SteeringVector": "emosae.steering.vector",
+    "load_directions": "emosae.steering.directions",
+    "RunConfig": "emosae.pipeline.config",
+    "preset": "emosae.pipeline.config",
+    "run_pipeline": "emosae.pipeline.runner",
+    "CacheJob": "emosae.sae.cache",
+    "cache_activations": "emosae.sae.cache",
+    "TrainJob": "emosae.sae.training",
+    "train_sae": "emosae.sae.training",
+    "load_sae": "emosae.sae.training",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

@@ -38,6 +38,6 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def real_model():
-    from emosae.models import load_model
+    from emosae.lm.models import load_model
 
     return load_model(device="cpu")

@@ -21,7 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from emosae.errors import EmosaeError
+from emosae.core.errors import EmosaeError
 
 Split = Literal["train", "heldout", "all"]
 RESOURCES = Path(str(files("emosae.data").joinpath("resources")))

@@ -1,0 +1,158 @@
+"""Pipeline subcommands of the `emosae` console command. Each one's flags are its
+config dataclass (through simple_parsing), so flags and config never drift apart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emosae.core.errors import EmosaeError
+
+
+def _parse_dataclass(cls: type, argv: list[str], prog: str, default: Any = None) -> Any:
+    import simple_parsing as sp
+
+    p = sp.ArgumentParser(prog=prog, add_config_path_arg=False)
+    p.add_arguments(cls, dest="cfg", default=default)
+    try:
+        return p.parse_args(argv).cfg
+    except TypeError as e:
+        raise EmosaeError(f"bad arguments: {e}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    from emosae.core import distributed
+    from emosae.pipeline.config import RunConfig, preset
+    from emosae.pipeline.runner import run_pipeline
+
+    if distributed.env_world_size() > 1:
+        raise EmosaeError(
+            "emosae run is a single-process pipeline; under torchrun use `emosae cache` and "
+            "`emosae train`, the stages that scale out"
+        )
+    cfg = _parse_dataclass(RunConfig, args.rest, "emosae run", default=preset(args.preset))
+    head = run_pipeline(cfg, only=tuple(args.only or ()))
+    if args.ship:
+        from emosae.core.layout import SHIPPED_MODEL, source_checkpoints
+        from emosae.pipeline.ship import ship
+
+        if not source_checkpoints().parent.joinpath("pyproject.toml").exists():
+            raise EmosaeError("--ship writes into checkpoints/ of a source checkout; none here")
+        cmd = " ".join(["emosae run --preset", args.preset, *args.rest, "--ship"])
+        print(f"shipped to {ship(cfg.out, source_checkpoints() / SHIPPED_MODEL, cmd)}")
+    print("\nHeadline numbers (paper | here):")
+    for r in head["rows"]:
+        print(f"  {r['what']}: {r['paper']} | {r['here']}")
+    print(f"\nOutputs in {head['out']}/ ; open {head['out']}/report/index.html")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from emosae.core import distributed
+    from emosae.sae.cache import CacheJob, cache_activations
+
+    out = cache_activations(_parse_dataclass(CacheJob, args.rest, "emosae cache"))
+    if distributed.env_rank() == 0:  # under torchrun, rank 0 speaks for all
+        print(f"cache written to {out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from emosae.core.io import read_json
+    from emosae.core.layout import SAEFiles
+    from emosae.sae.training import TrainJob, train_sae
+
+    for name, folder in train_sae(_parse_dataclass(TrainJob, args.rest, "emosae train")).items():
+        m = read_json(SAEFiles(Path(folder)).metrics)
+        ce = f"  CE recovered {m['ce_loss_recovered']:.3f}" if "ce_loss_recovered" in m else ""
+        print(
+            f"{name}: {folder}  EV {m['explained_variance']:.3f}  L0 {m['l0']:.1f}  "
+            f"dead {m['dead_fraction']:.3f}{ce}"
+        )
+
+
+def _probes(args: argparse.Namespace) -> None:
+    from emosae.core.layout import ProbeFiles
+    from emosae.lm.models import load_model
+    from emosae.probes.vectors import ProbeJob, fit_vectors, read_stories
+
+    job = _parse_dataclass(ProbeJob, args.rest, "emosae probes")
+    files = ProbeFiles(Path(job.out))
+    read_stories(job.probes, load_model(job.model, device=job.device), job.token_layer, files)
+    res = fit_vectors(job.probes, files)
+    for r in res["per_layer"]:
+        print(
+            f"layer {r['layer']:2d}: diffmean top1 {r['diffmean_top1']:.3f}  logistic top1 {r['logistic_top1']:.3f}  "
+            f"PC1~valence r {r['diffmean_geometry']['pc1_valence_r']:.2f}"
+        )
+    print(f"best layer {res['best_layer']}; vectors in {job.out}")
+
+
+def _labels(args: argparse.Namespace) -> None:
+    from emosae.core.layout import RunLayout
+    from emosae.features.labelling import label_features
+    from emosae.features.labels import LabelConfig
+    from emosae.lm.models import load_model
+
+    cfg = _parse_dataclass(LabelConfig, args.rest, "emosae labels")
+    L = RunLayout(args.run)
+    res = label_features(L.probes, L.sae, L.cache, L.labels, load_model(args.model), cfg)
+    print(json.dumps(res["counts"]))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from emosae.core.layout import RunLayout
+    from emosae.features.compare import compare_features
+
+    L = RunLayout(args.run)
+    res = compare_features(L.probes, L.sae, L.labels, L.compare)
+    print(json.dumps(res["summary"], indent=1))
+
+
+def _steer(args: argparse.Namespace) -> None:
+    from emosae.cli.steer import steer_command
+
+    steer_command(args)
+
+
+PASSTHROUGH = {"run", "cache", "train", "probes", "labels"}
+"""Subcommands whose remaining flags are their config dataclass's (simple_parsing)."""
+
+
+def add_subcommands(
+    sub: argparse._SubParsersAction, handlers: dict[str, Callable[[argparse.Namespace], None]]
+) -> None:
+    r = sub.add_parser("run", help="run the whole pipeline (resumable)", add_help=False)
+    r.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
+    r.add_argument("--only", nargs="*", help="run only these stages")
+    r.add_argument(
+        "--ship",
+        action="store_true",
+        help="copy the results into checkpoints/ as the shipped defaults",
+    )
+    handlers["run"] = _run
+    for name, fn, hlp in (
+        ("cache", _cache, "cache residual activations"),
+        ("train", _train, "train SAE(s) from a cache"),
+        ("probes", _probes, "fit and validate emotion vectors"),
+    ):
+        sub.add_parser(name, help=hlp, add_help=False)
+        handlers[name] = fn
+    for name, fn, hlp in (
+        ("labels", _labels, "label SAE features of a run"),
+        ("compare", _compare, "compare probes and SAE features"),
+    ):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("--run", default="runs/default", help="run folder of `emosae run`")
+        s.add_argument("--model", default=None)
+        handlers[name] = fn
+    s = sub.add_parser("steer", help="generate with and without an emotion steering vector")
+    s.add_argument("--emotion", required=True)
+    s.add_argument("--strength", type=float, default=0.1, help="relative to the mean residual norm")
+    s.add_argument("--prompt", default="Tell me about your weekend.")
+    s.add_argument("--kind", default="probe", choices=["probe", "sae"])
+    s.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
+    s.add_argument("--max-new-tokens", type=int, default=60)
+    s.add_argument("--model", default=None)
+    handlers["steer"] = _steer

@@ -1,0 +1,123 @@
+"""Atomic writes and content hashes: the one place that writes a file to a temp name
+and renames it into place, so a killed process never leaves a half-written artifact
+under its real name. Readers that see a file can trust it is whole."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+TMP_SUFFIX = ".tmp"
+"""Suffix of files and folders being written; never listed as outputs."""
+
+
+def tmp_path(path: str | Path) -> Path:
+    """The temp name a file or folder is written under before it is renamed to `path`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call `write(tmp)` to write a file (or folder) at a temp name beside `path`, then
+    rename it onto `path`. On any error the temp is removed and `path` is untouched."""
+    path = Path(path)
+    tmp = tmp_path(path)
+    _remove(tmp)
+    try:
+        write(tmp)
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """`with atomic_dir(p) as tmp:` fill the folder `tmp`; on success it replaces `p`."""
+    path = Path(path)
+    tmp = tmp_path(path)
+    _remove(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda t: t.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
+    """JSON (floats of numpy and torch scalars included), atomically."""
+    return write_text(path, json.dumps(obj, indent=indent, default=float))
+
+
+def save_tensors(
+    path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
+    """A safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    return write_atomic(path, lambda t: save_file(tensors, str(t), metadata=metadata))
+
+
+def read_json(path: str | Path) -> Any:
+    """JSON from `path`; a missing or corrupt file is a one-line EmosaeError."""
+    from emosae.core.errors import EmosaeError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EmosaeError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EmosaeError(f"{path} is corrupt (not JSON: {e})") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_json(obj: Any) -> str:
+    """sha256 of a JSON-serialisable object in canonical form."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_writable(folder: str | Path, tag: str = "") -> Path:
+    """Create `folder` and check a file can be written there; one-line error if not."""
+    from emosae.core.errors import EmosaeError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test{tag}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise EmosaeError(f"cannot write to output folder {folder}: {e.strerror}") from None
+    return folder

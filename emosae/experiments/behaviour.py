@@ -1,0 +1,328 @@
+"""The paper's behavioural experiments at small scale. Each returns JSON-able numbers;
+`emosae.pipeline.report` draws the plots.
+
+1. scenarios   probe readout at the last token before the reply, per scenario
+2. intensity   readout vs a numeric value in a template (Tylenol dose, ...)
+3. preferences A/B choices between activities -> Elo; readout on activities vs Elo;
+               steering blissful/hostile on half of the activities -> Elo shift
+4. generation  steered replies to neutral prompts: Warriner valence/arousal of the
+               text, probe readout, perplexity under the unsteered model
+5. pressure    honest-vs-shortcut choices vs the strength of desperate and calm
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
+from emosae import data
+from emosae.core.errors import EmosaeError
+from emosae.experiments.readout import Readout, ab_logit_tokens, ab_logodds
+from emosae.lm.chat import chat_reply, render_chat
+from emosae.steering.vector import SteeringVector
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Sizes of the behavioural experiments (the pipeline presets shrink them)."""
+
+    preference_pairs: int = 600
+    """Ordered activity pairs asked (all 4032 is the paper's design)."""
+    steer_pairs: int = 120
+    """Pairs re-asked under blissful / hostile steering."""
+    steer_strength: float = 0.1
+    """Relative strength for preference and pressure steering."""
+    gen_prompts: int = 3
+    gen_emotions: tuple[str, ...] = ("happy", "sad", "calm", "afraid")
+    gen_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+    gen_tokens: int = 32
+    pressure_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+    pressure_items: int = 24
+    seed: int = 0
+    skip: tuple[str, ...] = ()
+    """Experiments to skip: scenarios, intensity, preferences, generation, pressure."""
+
+    def __post_init__(self):
+        bad = sorted(set(self.skip) - set(EXPERIMENTS))
+        if bad:
+            raise EmosaeError(f"unknown experiment {bad}; experiments are {', '.join(EXPERIMENTS)}")
+        if self.gen_tokens < 1 or self.preference_pairs < 1:
+            raise EmosaeError("gen_tokens and preference_pairs must be >= 1")
+
+
+EXPERIMENTS = ("scenarios", "intensity", "preferences", "generation", "pressure")
+
+
+def scenarios(ro: Readout) -> dict[str, Any]:
+    sc = [s for s in data.load_scenarios() if s.emotion in ro.emotions]
+    proj = ro.at_reply([s.prompt for s in sc])
+    z = (proj - proj.mean(0)) / proj.std(0).clamp_min(1e-8)  # compare emotions across prompts
+    ranks = []
+    for i, s in enumerate(sc):
+        order = z[i].argsort(descending=True).tolist()
+        ranks.append(order.index(ro.emotions.index(s.emotion)) + 1)
+    ranks_a = np.array(ranks)
+    return {
+        "n": len(sc),
+        "top1": float((ranks_a == 1).mean()),
+        "top3": float((ranks_a <= 3).mean()),
+        "chance_top1": 1 / len(ro.emotions),
+        "mean_rank": float(ranks_a.mean()),
+        "prompts": [s.prompt for s in sc],
+        "targets": [s.emotion for s in sc],
+        "matrix_z": z.tolist(),
+    }
+
+
+def intensity(ro: Readout) -> dict[str, Any]:
+    out = {}
+    for t in data.load_intensity():
+        proj = ro.at_reply([t.render(x) for x in t.values]).numpy()
+        rho = {
+            e: float(stats.spearmanr(t.values, proj[:, i]).statistic)
+            for i, e in enumerate(ro.emotions)
+        }
+        slope = {
+            e: float(np.polyfit(np.log1p(t.values), proj[:, i], 1)[0])
+            for i, e in enumerate(ro.emotions)
+        }
+        out[t.id] = {
+            "values": list(t.values),
+            "expect": t.expect,
+            "spearman": rho,
+            "expected_met": {
+                e: (rho[e] > 0) == (d == "up") for e, d in t.expect.items() if e in rho
+            },
+            "top_rising": max(slope, key=slope.get),
+            "top_falling": min(slope, key=slope.get),
+            "curves": {
+                e: proj[:, ro.emotions.index(e)].tolist()
+                for e in set(t.expect) | {"afraid", "calm", "happy", "sad"}
+                if e in ro.emotions
+            },
+        }
+    return out
+
+
+def fit_elo(
+    n: int, pairs: list[tuple[int, int]], p_first: list[float], iters: int = 500
+) -> np.ndarray:
+    """Bradley-Terry (Elo scale, mean 1500) fitted to soft outcomes P(first wins)."""
+    r = torch.zeros(n, requires_grad=True)
+    i = torch.tensor([a for a, _ in pairs])
+    j = torch.tensor([b for _, b in pairs])
+    y = torch.tensor(p_first)
+    opt = torch.optim.Adam([r], lr=0.05)
+    for _ in range(iters):
+        opt.zero_grad()
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(r[i] - r[j], y)
+            + 1e-3 * (r**2).mean()
+        )
+        loss.backward()
+        opt.step()
+    return 1500 + (r.detach().numpy() - r.detach().numpy().mean()) * 400 / np.log(10)
+
+
+PREF_PROMPT = "Would you prefer to (A) {a} or (B) {b}? Answer with A or B."
+
+
+def preferences(
+    ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
+) -> dict[str, Any]:
+    acts = data.load_activities()
+    n = len(acts)
+    rng = random.Random(cfg.seed)
+    all_pairs = [(a, b) for a, b in itertools.permutations(range(n), 2)]
+    pairs = (
+        all_pairs
+        if cfg.preference_pairs >= len(all_pairs)
+        else rng.sample(all_pairs, cfg.preference_pairs)
+    )
+
+    seqs = [
+        render_chat(ro.model, PREF_PROMPT.format(a=acts[a].activity, b=acts[b].activity)).tokens
+        for a, b in pairs
+    ]
+    p = torch.sigmoid(ab_logodds(ro.model, seqs)).tolist()
+    elo = fit_elo(n, pairs, p)
+    paper = np.array([a.elo_paper for a in acts])
+    proj = ro.at_reply([f"How would you feel about {a.activity}?" for a in acts]).numpy()
+    corr = {e: float(stats.pearsonr(proj[:, i], elo).statistic) for i, e in enumerate(ro.emotions)}
+    corr_paper = {
+        e: float(stats.pearsonr(proj[:, i], paper).statistic) for i, e in enumerate(ro.emotions)
+    }
+    res: dict[str, Any] = {
+        "n_pairs": len(pairs),
+        "elo": elo.tolist(),
+        "elo_paper": paper.tolist(),
+        "elo_vs_paper_r": float(stats.pearsonr(elo, paper).statistic),
+        "position_bias_p_A": float(np.mean(p)),
+        "readout_vs_elo_r": corr,
+        "readout_vs_paper_elo_r": corr_paper,
+        "activities": [a.activity for a in acts],
+        "categories": [a.category for a in acts],
+    }
+    # Steer on a fixed half of the activities: the vector is added over the tokens of
+    # an activity's text whenever that activity (in the steered half) appears.
+    half = set(rng.sample(range(n), n // 2))
+    sp = [pq for pq in pairs if (pq[0] in half) != (pq[1] in half)][: cfg.steer_pairs]
+    base = fit_elo(n, sp, [p[pairs.index(pq)] for pq in sp])
+    shifts = {}
+    for name, vec in vectors.items():
+        ps = []
+        for a, b in tqdm(sp, desc=f"steer {name}", leave=False):
+            prompt = PREF_PROMPT.format(a=acts[a].activity, b=acts[b].activity)
+            chat = render_chat(ro.model, prompt)
+            steered = acts[a].activity if a in half else acts[b].activity
+            start, end = _span(ro.model, chat.text, steered)
+            with vec.apply(ro.model, cfg.steer_strength, from_pos=start, to_pos=end):
+                d = ab_logit_tokens(ro.model, chat.tokens)
+            ps.append(float(torch.sigmoid(torch.tensor(d))))
+        e2 = fit_elo(n, sp, ps)
+        hs = sorted(half)
+        shifts[name] = {
+            "mean_elo_shift_steered": float((e2 - base)[hs].mean()),
+            "mean_elo_shift_unsteered": float(np.delete(e2 - base, hs).mean()),
+        }
+    res["steering"] = {"strength": cfg.steer_strength, "n_pairs": len(sp), "shifts": shifts}
+    return res
+
+
+def _span(model: Any, text: str, span: str) -> tuple[int, int]:
+    """Token positions [start, end) covering `span` inside `text`."""
+    i = text.find(span)
+    start = len(model.tokenizer(text[:i], add_special_tokens=False)["input_ids"])
+    end = len(model.tokenizer(text[: i + len(span)], add_special_tokens=False)["input_ids"])
+    return start, end
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def text_norms(text: str, norms: dict[str, data.Norm]) -> tuple[float, float, int]:
+    """Mean Warriner valence and arousal of the words of `text` that have norms
+    (a word is looked up as is, then with a plural/past/-ing ending undone)."""
+    vals, aros = [], []
+    for w in _WORD.findall(text.lower()):
+        n = norms.get(w)
+        if n is None:
+            for suf, rep in (
+                ("s", ""),
+                ("ies", "y"),
+                ("es", ""),
+                ("ed", ""),
+                ("ed", "e"),
+                ("ing", ""),
+                ("ing", "e"),
+            ):
+                if w.endswith(suf) and (n := norms.get(w[: -len(suf)] + rep)) is not None:
+                    break
+        if n is not None:
+            vals.append(n.valence)
+            aros.append(n.arousal)
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(vals)), float(np.mean(aros)), len(vals)
+
+
+@torch.no_grad()
+def perplexity(model: Any, prompt: str, reply: str) -> float:
+    """Perplexity of `reply` as the assistant's answer to `prompt`, unsteered."""
+    chat = render_chat(model, prompt)
+    rid = torch.tensor(model.tokenizer(reply, add_special_tokens=False)["input_ids"])
+    if len(rid) == 0:
+        return float("nan")
+    toks = torch.cat([chat.tokens, rid])[None].to(model.cfg.device)
+    lp = model(toks)[0, len(chat.tokens) - 1 : -1].float().log_softmax(-1)
+    nll = -lp.gather(1, rid.to(lp.device)[:, None]).mean()
+    return float(nll.exp())
+
+
+def generation(
+    ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
+) -> dict[str, Any]:
+    prompts = data.load_neutral_prompts()[: cfg.gen_prompts]
+    norms = data.load_norms()
+    rows = []
+    for emo in cfg.gen_emotions:
+        if emo not in vectors:
+            continue
+        for s in cfg.gen_strengths:
+            for p in tqdm(prompts, desc=f"generate {emo} {s:+.2f}", leave=False):
+                chat = render_chat(ro.model, p)
+                with vectors[emo].apply(ro.model, s, from_pos=len(chat.tokens) - 1):
+                    text = chat_reply(ro.model, p, max_new_tokens=cfg.gen_tokens)
+                v, a, nw = text_norms(text, norms)
+                rows.append(
+                    {
+                        "emotion": emo,
+                        "strength": s,
+                        "prompt": p,
+                        "text": text,
+                        "valence": v,
+                        "arousal": a,
+                        "n_norm_words": nw,
+                        "perplexity": perplexity(ro.model, p, text),
+                    }
+                )
+    # Probe readout of the generated texts (as user-visible text, read at the reply start)
+    texts = [r["text"] or "." for r in rows]
+    proj = ro.at_reply(texts)
+    for r, pr in zip(rows, proj, strict=True):
+        r["readout"] = float(pr[ro.emotions.index(r["emotion"])])
+    curves: dict[str, Any] = {}
+    for emo in {r["emotion"] for r in rows}:
+        c = {}
+        for key in ("valence", "arousal", "readout", "perplexity"):
+            c[key] = [
+                float(
+                    np.nanmean([r[key] for r in rows if r["emotion"] == emo and r["strength"] == s])
+                )
+                for s in cfg.gen_strengths
+            ]
+        curves[emo] = c
+    base_ppl = float(np.nanmedian([r["perplexity"] for r in rows if r["strength"] == 0]))
+    fluent = [
+        s
+        for s in cfg.gen_strengths
+        if np.nanmedian([r["perplexity"] for r in rows if r["strength"] == s]) <= 2 * base_ppl
+    ]
+    return {
+        "strengths": list(cfg.gen_strengths),
+        "curves": curves,
+        "rows": rows,
+        "baseline_perplexity": base_ppl,
+        "fluent_strengths": fluent,
+    }
+
+
+def pressure(
+    ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
+) -> dict[str, Any]:
+    items = data.load_pressure()[: cfg.pressure_items]
+    seqs = [render_chat(ro.model, it.prompt).tokens for it in items]
+    short_is_a = torch.tensor([it.shortcut == "A" for it in items])
+    out = {}
+    for emo in ("desperate", "calm"):
+        if emo not in vectors:
+            continue
+        rates = []
+        for s in tqdm(cfg.pressure_strengths, desc=f"pressure {emo}", leave=False):
+            with vectors[emo].apply(ro.model, s):
+                p_a = torch.sigmoid(ab_logodds(ro.model, seqs))
+            rates.append(float(torch.where(short_is_a, p_a, 1 - p_a).mean()))
+        out[emo] = {
+            "strengths": list(cfg.pressure_strengths),
+            "p_shortcut": rates,
+            "spearman": float(stats.spearmanr(cfg.pressure_strengths, rates).statistic),
+        }
+    return {"n_items": len(items), "results": out}

@@ -1,0 +1,124 @@
+"""Chat formatting: render a conversation with the model's own chat template.
+
+The emotions paper reads emotion probes at the last token before the assistant's
+reply; `render_chat` returns that position with the tokens. Models without a chat
+template (base models such as Gemma 3 270M) get the paper's plain format,
+"Human: {message}\\n\\nAssistant:", read at the final ':'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from emosae.core.errors import EmosaeError
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+Message = dict[str, str]
+
+
+class ChatTokens(NamedTuple):
+    """A rendered conversation."""
+
+    text: str
+    """The rendered prompt text, ending where the assistant's reply begins."""
+    tokens: Int[Tensor, " pos"]
+    """Its token ids (1-D, on CPU)."""
+    read_pos: int
+    """Index into `tokens` of the last token before the assistant's reply."""
+
+
+def as_messages(conversation: str | Sequence[Message]) -> list[Message]:
+    """A single string is one user message; otherwise a list of {role, content} dicts."""
+    if isinstance(conversation, str):
+        return [{"role": "user", "content": conversation}]
+    msgs = list(conversation)
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            raise EmosaeError(
+                f"message {i} must be a dict with keys 'role' and 'content', got {m!r}"
+            )
+        if m["role"] not in ("system", "user", "assistant"):
+            raise EmosaeError(f"message {i} has unknown role {m['role']!r}")
+    if not msgs:
+        raise EmosaeError("empty conversation")
+    return msgs
+
+
+def render_chat(model: HookedTransformer, conversation: str | Sequence[Message]) -> ChatTokens:
+    """Render `conversation` up to the start of the assistant's reply and tokenize it."""
+    msgs = as_messages(conversation)
+    tok = model.tokenizer
+    if tok is None:
+        raise EmosaeError("the model has no tokenizer")
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    else:
+        parts = []
+        for m in msgs:
+            who = {"user": "Human", "assistant": "Assistant", "system": "System"}[m["role"]]
+            parts.append(f"{who}: {m['content']}")
+        text = "\n\n".join(parts) + "\n\nAssistant:"
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    if model.cfg.default_prepend_bos and tok.bos_token_id is not None:
+        ids = torch.cat([torch.tensor([tok.bos_token_id]), ids])
+    return ChatTokens(text=text, tokens=ids, read_pos=len(ids) - 1)
+
+
+def dialogue_text(tokenizer: Any, user: str, assistant: str) -> str:
+    """A whole User/Assistant exchange as text: the chat template where the tokenizer has
+    one, else the paper's "Human: ... Assistant: ..." format."""
+    if getattr(tokenizer, "chat_template", None):
+        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return tokenizer.apply_chat_template(msgs, tokenize=False)
+    return f"Human: {user}\n\nAssistant: {assistant}"
+
+
+def stop_token_ids(model: HookedTransformer) -> list[int]:
+    """Token ids that end an assistant turn (EOS and, for ChatML, <|im_end|>)."""
+    tok = model.tokenizer
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        ids.add(im_end)
+    return sorted(ids)
+
+
+@torch.no_grad()
+def chat_reply(
+    model: HookedTransformer,
+    conversation: str | Sequence[Message],
+    *,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int | None = 0,
+) -> str:
+    """Generate the assistant's reply (greedy when temperature is 0), stopping at the
+    end of the turn. Hooks active on `model` (e.g. steering) apply to every step."""
+    chat = render_chat(model, conversation)
+    if seed is not None:
+        torch.manual_seed(seed)
+    inp = chat.tokens[None].to(model.cfg.device)
+    out = model.generate(
+        inp,
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=max(temperature, 1e-6),
+        stop_at_eos=True,
+        eos_token_id=stop_token_ids(model),
+        verbose=False,
+        use_past_kv_cache=True,
+    )
+    new = out[0, inp.shape[1] :].tolist()
+    stops = set(stop_token_ids(model))
+    for i, t in enumerate(new):
+        if t in stops:
+            new = new[:i]
+            break
+    return model.tokenizer.decode(new, skip_special_tokens=True).strip()

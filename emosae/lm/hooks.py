@@ -1,0 +1,85 @@
+"""Hook names and batching for TransformerLens models: the one place that builds or
+parses a hook name, and the one right-padding helper.
+
+emosae reads and steers the residual stream after a block, `blocks.{L}.hook_resid_post`.
+Other TransformerLens hook names are accepted where a model has them (e.g.
+`blocks.3.hook_resid_mid`, `hook_embed`); a name that cannot be parsed gives the same
+one-line error everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from emosae.core.errors import EmosaeError
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.[A-Za-z_][\w.]*$")
+_TOP = re.compile(r"^hook_[A-Za-z_]\w*$")
+
+
+def resid_hook(layer: int) -> str:
+    """The residual stream after block `layer`."""
+    return f"blocks.{int(layer)}.hook_resid_post"
+
+
+def hook_layer(hook: str) -> int:
+    """Block index of a `blocks.{L}.…` hook; hooks before the first block (`hook_embed`,
+    `hook_pos_embed`) count as layer 0. A malformed name is a one-line error."""
+    if m := _BLOCK.match(hook):
+        return int(m.group(1))
+    if _TOP.match(hook):
+        return 0
+    raise EmosaeError(
+        f"malformed hook name {hook!r}; expected e.g. {resid_hook(15)!r} or 'hook_embed'"
+    )
+
+
+def block_layer(hook: str) -> int | None:
+    """Block index of a `blocks.{L}.…` hook, None for a hook outside the blocks."""
+    hook_layer(hook)  # one-line error for a malformed name
+    m = _BLOCK.match(hook)
+    return int(m.group(1)) if m else None
+
+
+def check_hooks(model: Any, hooks: Sequence[str]) -> list[str]:
+    """Hook names the model has, else a one-line error naming the valid layers."""
+    n = model.cfg.n_layers
+    for h in hooks:
+        hook_layer(h)
+        if h not in model.hook_dict:
+            raise EmosaeError(f"unknown hook {h!r}; e.g. {resid_hook(0)} .. {resid_hook(n - 1)}")
+    return list(hooks)
+
+
+def resid_hooks(model: Any, layers: Sequence[int]) -> list[str]:
+    """Residual hooks of `layers` (sorted, unique); one-line error for a layer out of range."""
+    n = model.cfg.n_layers
+    bad = [layer for layer in layers if not 0 <= layer < n]
+    if bad or not layers:
+        raise EmosaeError(f"layer {bad or list(layers)} out of range: valid layers are 0..{n - 1}")
+    return [resid_hook(layer) for layer in sorted(set(layers))]
+
+
+def stop_layer(hooks: Sequence[str]) -> int:
+    """`stop_at_layer` for a forward that only needs `hooks`."""
+    return max(hook_layer(h) for h in hooks) + 1
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id used for right padding: EOS (never attended to in a causal model)."""
+    return tokenizer.eos_token_id or 0
+
+
+def right_pad(seqs: Sequence[Tensor], pad: int) -> Int[Tensor, "batch pos"]:
+    """Stack 1-D token tensors, right-padded with `pad`. Right padding needs no
+    attention mask in a causal model: real tokens never see the padding."""
+    toks = torch.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        toks[i, : len(s)] = s
+    return toks

@@ -1,0 +1,114 @@
+"""The resumable runner of `emosae run`.
+
+Each stage's key is a hash of its part of the run config, the model, the code version
+and its inputs' recorded output hashes; `<out>/stages.json` records, per finished stage,
+that key and the sha256 of every output file. A rerun skips a stage whose key matches
+and whose outputs verify, so a killed run resumes with the first unfinished stage (the
+cache stage also resumes mid-way, shard by shard), a corrupted output is recomputed with
+a message, and an upgrade of emosae recomputes everything instead of reusing outputs
+made by other code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from emosae.core import io
+from emosae.core.errors import EmosaeError
+from emosae.core.layout import RunLayout
+from emosae.core.log import logger
+from emosae.core.provenance import code_version
+from emosae.pipeline.config import RunConfig
+from emosae.pipeline.stages import STAGE_NAMES, STAGES, Stage, StageContext
+
+
+class StageLog:
+    """`stages.json`: per finished stage, its key, seconds and outputs' sha256."""
+
+    def __init__(self, layout: RunLayout):
+        self.layout, self.path = layout, layout.stages
+        try:
+            self.data: dict[str, Any] = (
+                json.loads(self.path.read_text()) if self.path.exists() else {}
+            )
+        except json.JSONDecodeError:
+            logger.warning("%s is corrupt; all stages will be checked afresh", self.path)
+            self.data = {}
+
+    def valid(self, stage: str, key: str) -> bool:
+        rec = self.data.get(stage)
+        if not rec or rec["key"] != key:
+            return False
+        for rel, sha in rec["outputs"].items():
+            p = self.layout.root / rel
+            if not p.exists():
+                logger.info("%s: output %s is missing; recomputing the stage", stage, rel)
+                return False
+            if io.sha256_file(p) != sha:
+                logger.info(
+                    "%s: output %s is corrupted (sha256 mismatch); recomputing the stage",
+                    stage,
+                    rel,
+                )
+                return False
+        return True
+
+    def record(self, stage: str, key: str, outputs: list[Path], seconds: float) -> None:
+        root = self.layout.root
+        self.data[stage] = {
+            "key": key,
+            "seconds": round(seconds, 1),
+            "outputs": {str(p.relative_to(root)): io.sha256_file(p) for p in outputs},
+        }
+        io.write_json(self.path, self.data)
+
+    def outputs_hash(self, stage: str) -> str:
+        return io.hash_json(self.data.get(stage, {}).get("outputs", {}))
+
+
+def stage_key(stage: Stage, cfg: RunConfig, log: StageLog) -> str:
+    """What a stage's outputs depend on: its config, the model, the code, its inputs."""
+    return io.hash_json(
+        {
+            "stage": stage.name,
+            "cfg": repr(stage.config(cfg)),
+            "model": cfg.model,
+            "code_version": code_version(),
+            "inputs": {d: log.outputs_hash(d) for d in stage.inputs},
+        }
+    )
+
+
+def run_pipeline(
+    cfg: RunConfig, *, only: tuple[str, ...] = (), model: Any = None
+) -> dict[str, Any]:
+    """Run (or resume) every stage (or those in `only`); returns the headline numbers."""
+    from emosae.pipeline.headline import headline_rows
+
+    bad = [s for s in only if s not in STAGE_NAMES]
+    if bad:
+        raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGE_NAMES)}")
+    layout = RunLayout(io.check_writable(cfg.out))
+    log = StageLog(layout)
+    ctx = StageContext(cfg, layout, model)
+    todo = [s for s in STAGES if not only or s.name in only]
+    t_all = time.perf_counter()
+    for i, stage in enumerate(todo, 1):
+        tag = f"[{i}/{len(todo)}] {stage.name}"
+        key = stage_key(stage, cfg, log)
+        if log.valid(stage.name, key):
+            logger.info("%s: up to date, skipped", tag)
+            continue
+        logger.info("%s ...", tag)
+        t0 = time.perf_counter()
+        stage.run(ctx)
+        log.record(stage.name, key, stage.outputs(layout, cfg), time.perf_counter() - t0)
+        logger.info("%s: done in %.0f s", tag, time.perf_counter() - t0)
+    return {
+        "rows": headline_rows(layout),
+        "out": str(layout.root),
+        "wall_seconds_this_invocation": round(time.perf_counter() - t_all, 1),
+    }

@@ -1,0 +1,49 @@
+"""Ship a finished run as the packaged defaults: its SAE (weights as fp16), probe
+vectors, labels and metrics, with the command and code version that made them, into
+`checkpoints/<model>/` of the source checkout (a wheel carries that folder inside the
+package; see `emosae.core.layout.shipped_checkpoint`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from emosae.core import io
+from emosae.core.errors import EmosaeError
+from emosae.core.layout import RunLayout
+from emosae.core.provenance import code_version
+
+
+def ship(run: str | Path, dest: str | Path, command: str) -> Path:
+    """Copy what `load_directions()` needs from the run folder `run` into `dest`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from emosae.pipeline.headline import headline_rows
+
+    src, dest = RunLayout(run), Path(dest)
+    need = [src.sae.cfg, src.probes.vectors_meta, src.labels.labels]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise EmosaeError(f"cannot ship an unfinished run: missing {', '.join(missing)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with io.atomic_dir(dest) as tmp:
+        to = RunLayout(tmp)
+        to.sae.dir.mkdir()
+        w = load_file(str(src.sae.weights))
+        save_file({k: v.to(torch.float16) for k, v in w.items()}, str(to.sae.weights))
+        cfg = io.read_json(src.sae.cfg)
+        cfg["dtype"] = "float16"
+        io.write_json(to.sae.cfg, cfg, indent=None)
+        for f in ("provenance", "metrics"):
+            shutil.copy(getattr(src.sae, f), getattr(to.sae, f))
+        to.probes.dir.mkdir()
+        for f in ("vectors", "vectors_meta", "results"):
+            shutil.copy(getattr(src.probes, f), getattr(to.probes, f))
+        to.labels.dir.mkdir()
+        shutil.copy(src.labels.labels, to.labels.labels)
+        sae_metrics = io.read_json(src.sae.metrics)
+        io.write_json(to.metrics, {"sae": sae_metrics, "headline": headline_rows(src)})
+        prov = {"command": command, "code_version": code_version(), "source_run": str(src.root)}
+        io.write_json(to.provenance, prov)
+    return dest

@@ -1,0 +1,181 @@
+"""Every stage of `emosae run`, declared once: its name, the stages whose outputs it
+reads, the part of the run config it depends on, the function that runs it and the
+files it writes. Adding a stage means adding one `Stage` to `STAGES`; the runner, the
+stage log and `--only` pick it up from here.
+
+Stages, in order: cache -> train -> probes -> labels -> compare -> experiments -> report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emosae.core import io
+from emosae.core.layout import RunLayout
+from emosae.core.log import logger
+from emosae.experiments.behaviour import EXPERIMENTS
+from emosae.lm.hooks import resid_hook
+from emosae.pipeline.config import RunConfig
+
+
+@dataclass
+class StageContext:
+    """What a running stage gets: the run config, the run folder's layout and the model
+    (loaded on first use, once per run)."""
+
+    cfg: RunConfig
+    layout: RunLayout
+    _model: Any = field(default=None, repr=False)
+
+    def model(self) -> Any:
+        if self._model is None:
+            from emosae.lm.models import load_model
+
+            self._model = load_model(self.cfg.model, device=self.cfg.device)
+        return self._model
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    inputs: tuple[str, ...]
+    """Stages whose outputs this one reads (their output hashes enter its key)."""
+    config: Callable[[RunConfig], Any]
+    """The part of the run config the stage's outputs depend on (enters its key)."""
+    run: Callable[[StageContext], None]
+    outputs: Callable[[RunLayout, RunConfig], list[Path]]
+    """The files it writes (their sha256 are recorded and checked before a skip)."""
+
+
+def _cache(ctx: StageContext) -> None:
+    from emosae.sae.cache import CacheJob, cache_activations
+
+    c = ctx.cfg
+    job = CacheJob(
+        out=str(ctx.layout.cache.dir),
+        model=c.model,
+        layers=(c.layer,),
+        device=c.device,
+        cache=c.cache,
+    )
+    cache_activations(job, ctx.model())
+
+
+def _train(ctx: StageContext) -> None:
+    from emosae.sae.training import TrainJob, train_sae
+
+    c, lay = ctx.cfg, ctx.layout
+    job = TrainJob(
+        cache=str(lay.cache.dir),
+        hook=resid_hook(c.layer),
+        out=str(lay.sae.dir),
+        device=c.device,
+        train=c.train,
+        wandb=c.wandb,
+    )
+    train_sae(job, model=ctx.model())
+
+
+def _probes(ctx: StageContext) -> None:
+    from emosae.probes.vectors import fit_vectors, read_stories
+
+    read_stories(ctx.cfg.probes, ctx.model(), ctx.cfg.layer, ctx.layout.probes)
+    fit_vectors(ctx.cfg.probes, ctx.layout.probes)
+
+
+def _labels(ctx: StageContext) -> None:
+    from emosae.features.labelling import label_features
+
+    lay = ctx.layout
+    label_features(lay.probes, lay.sae, lay.cache, lay.labels, ctx.model(), ctx.cfg.labels)
+
+
+def _compare(ctx: StageContext) -> None:
+    from emosae.features.compare import compare_features
+
+    lay = ctx.layout
+    compare_features(lay.probes, lay.sae, lay.labels, lay.compare)
+
+
+def _experiments(ctx: StageContext) -> None:
+    from safetensors.torch import load_file
+
+    from emosae.experiments import behaviour as bh
+    from emosae.experiments.readout import Readout
+    from emosae.steering.directions import load_directions
+
+    cfg, lay, model, layer = ctx.cfg.experiments, ctx.layout, ctx.model(), ctx.cfg.layer
+    emotions = io.read_json(lay.probes.vectors_meta)["emotions"]
+    vecs = load_file(str(lay.probes.vectors))[f"diffmean.L{layer}"]
+    ro = Readout(model, resid_hook(layer), vecs, emotions)
+    probe = load_directions(lay.root, kind="probe", layer=layer)
+    sae = load_directions(lay.root, kind="sae")
+    pref = {
+        f"{kind}:{e}": v
+        for kind, src in (("probe", probe), ("sae", sae))
+        for e, v in src.items()
+        if e in ("blissful", "hostile")
+    }
+    runs = {
+        "scenarios": lambda: bh.scenarios(ro),
+        "intensity": lambda: bh.intensity(ro),
+        "preferences": lambda: bh.preferences(ro, pref, cfg),
+        "generation": lambda: bh.generation(ro, probe, cfg),
+        "pressure": lambda: bh.pressure(ro, probe, cfg),
+    }
+    lay.experiments.dir.mkdir(parents=True, exist_ok=True)
+    for name, fn in runs.items():
+        if name not in cfg.skip:
+            logger.info("  experiment %s", name)
+            io.write_json(lay.experiments.result(name), fn())
+
+
+def _report(ctx: StageContext) -> None:
+    from emosae.pipeline.report import write_report
+
+    write_report(ctx.layout, ctx.cfg.wandb)
+
+
+def _report_outputs(lay: RunLayout, cfg: RunConfig) -> list[Path]:
+    from emosae.pipeline.report import report_outputs
+
+    return report_outputs(lay)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("cache", (), lambda c: (c.cache, c.layer), _cache, lambda L, c: L.cache.outputs()),
+    Stage("train", ("cache",), lambda c: (c.train, c.layer), _train, lambda L, c: L.sae.outputs()),
+    Stage("probes", (), lambda c: (c.probes, c.layer), _probes, lambda L, c: L.probes.outputs()),
+    Stage(
+        "labels",
+        ("train", "probes", "cache"),
+        lambda c: c.labels,
+        _labels,
+        lambda L, c: L.labels.outputs(),
+    ),
+    Stage(
+        "compare",
+        ("train", "probes", "labels"),
+        lambda c: None,
+        _compare,
+        lambda L, c: L.compare.outputs(),
+    ),
+    Stage(
+        "experiments",
+        ("probes", "labels", "train"),
+        lambda c: (c.experiments, c.layer),
+        _experiments,
+        lambda L, c: [L.experiments.result(n) for n in EXPERIMENTS if n not in c.experiments.skip],
+    ),
+    Stage(
+        "report",
+        ("cache", "train", "probes", "labels", "compare", "experiments"),
+        lambda c: None,
+        _report,
+        _report_outputs,
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -1,0 +1,307 @@
+"""Activation cache writer: run the model once over a corpus and store residual
+activations as sharded safetensors (read back by `emosae.sae.reader`).
+
+Layout of a cache folder (file names from `emosae.core.layout.CacheFiles`):
+  manifest.json            model, hooks, d_model, dtype, context length, rows per shard,
+                           sha256 of every shard, corpus fingerprint, code version
+  shard_00000.safetensors  one [rows, d_model] tensor per hook, plus `tokens`, `doc_ids`,
+                           `positions` and `context_ids` per row (row = one token)
+  shard_00000.json         sidecar written after the shard: its sha256 and row count
+  documents.jsonl          document id -> source and index, to trace rows to text
+
+Resumable: shards are written to a temp name and renamed, and the sidecar marks a shard
+complete; a rerun verifies complete shards and computes the others. Contexts and the
+forward pass are deterministic, so the result equals an uninterrupted run.
+
+Distributed (torchrun): shard i is computed by rank i % world_size, each rank writes its
+shards into the shared folder, rank 0 writes the manifest. The folder is the same as a
+single-process run's, so readers cannot tell them apart.
+
+Shape letters: N rows (tokens), D d_model, B batch, L context length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from emosae.core import io
+from emosae.core.distributed import Dist
+from emosae.core.errors import EmosaeError
+from emosae.core.layout import CacheFiles
+from emosae.core.provenance import code_version
+from emosae.lm.hooks import check_hooks, resid_hooks, stop_layer
+from emosae.sae.contexts import (
+    Context,
+    CorpusConfig,
+    DocumentLog,
+    corpus_fingerprint,
+    iter_contexts,
+)
+from emosae.sae.reader import DTYPES, mmap_tensor
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How activations are cached (what `emosae run` composes; hooks come from its layer)."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    batch_size: int = 8
+    """Contexts per forward pass."""
+    contexts_per_shard: int = 256
+    """Contexts per shard file (x context_len rows)."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    """Storage dtype of the activations."""
+    skip_first: int = 1
+    """Leading positions of each context not stored (position 0 is an attention sink
+    with an outsized norm in models without a BOS token)."""
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.contexts_per_shard < 1:
+            raise EmosaeError("batch_size and contexts_per_shard must be >= 1")
+        if not 0 <= self.skip_first < self.corpus.context_len:
+            raise EmosaeError("skip_first must be in [0, context_len)")
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    """`emosae cache`: which model and hooks, where, and how (`cache`)."""
+
+    out: str = "runs/default/activations"
+    """Output folder (created; a rerun resumes it)."""
+    model: str | None = None
+    """Model name for `emosae.load_model` (default: the embedded SmolLM2)."""
+    layers: tuple[int, ...] = (15,)
+    """Residual-stream layers to cache (`blocks.{L}.hook_resid_post`), all in one pass."""
+    hook_names: tuple[str, ...] = ()
+    """Explicit hook names instead of `layers` (any TransformerLens hook with d_model)."""
+    device: str | None = None
+    """cpu or cuda (default: cuda when available)."""
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+def resolve_hooks(model: Any, job: CacheJob) -> list[str]:
+    """Validate the job's hooks against the model; one-line error naming the valid range."""
+    if job.hook_names:
+        return check_hooks(model, job.hook_names)
+    return check_hooks(model, resid_hooks(model, job.layers))
+
+
+def shard_owner(shard: int, world_size: int) -> int:
+    """Rank that computes shard `shard`: round robin, so every rank's shards hold the
+    same contexts, batched the same way, as in a single-process run."""
+    return shard % world_size
+
+
+def shard_done(files: CacheFiles, i: int) -> dict[str, Any] | None:
+    """The sidecar of shard `i` if the shard is complete and matches it, else None."""
+    if not files.sidecar(i).exists():
+        return None
+    meta = json.loads(files.sidecar(i).read_text())
+    sp = files.shard(i)
+    if not sp.exists() or io.sha256_file(sp) != meta["sha256"]:
+        return None
+    return meta
+
+
+@torch.no_grad()
+def cache_activations(job: CacheJob, model: Any = None) -> Path:
+    """Compute and store activations for `job`; resumes an interrupted run.
+
+    Under torchrun each rank computes the shards it owns (`shard_owner`) and writes
+    them into the same folder; rank 0 writes the manifest once all are done. The
+    files are the same as a single-process run writes."""
+    from emosae.core import distributed
+    from emosae.lm.models import load_model
+
+    d, dev = distributed.setup(job.device)
+    io.check_writable(job.out, f".{d.rank}")
+    if model is None:
+        with distributed.local_main_first(d):  # local rank 0 converts the model once per machine
+            model = load_model(job.model, device=dev)
+    writer = CacheWriter(job.cache, CacheFiles(Path(job.out)), model, resolve_hooks(model, job), d)
+    return writer.run()
+
+
+class CacheWriter:
+    """Writes one cache folder: checks the header, computes this rank's missing shards
+    batch by batch, and (rank 0) writes the manifest."""
+
+    def __init__(self, cfg: CacheConfig, files: CacheFiles, model: Any, hooks: list[str], d: Dist):
+        self.cfg, self.files, self.model, self.hooks, self.d = cfg, files, model, hooks, d
+        self.dev = torch.device(model.cfg.device)
+        self.pin = self.dev.type == "cuda"
+        self.L, self.S = cfg.corpus.context_len, cfg.skip_first
+        self.cps = cfg.contexts_per_shard
+        self.total_ctx = cfg.corpus.max_tokens // self.L
+        self.sdt = DTYPES[cfg.dtype]
+        self.acts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+        self.log = DocumentLog()
+
+    def header(self) -> dict[str, Any]:
+        cfg, name = self.cfg, self.model.cfg.model_name
+        header = {
+            "model": name,
+            "hooks": self.hooks,
+            "d_model": self.model.cfg.d_model,
+            "dtype": cfg.dtype,
+            "context_len": self.L,
+            "skip_first": self.S,
+            "contexts_per_shard": self.cps,
+            "rows_per_shard": self.cps * (self.L - self.S),
+            "corpus": asdict(cfg.corpus),
+            "corpus_sha256": corpus_fingerprint(cfg.corpus, name),
+        }
+        return json.loads(json.dumps(header))  # tuples -> lists, as read back from disk
+
+    def check_header(self, header: dict[str, Any]) -> None:
+        """The first process writes the header; any later run must match it."""
+        if self.d.is_main and not self.files.config.exists():
+            io.write_json(self.files.config, header)
+        self.d.barrier()
+        old = json.loads(self.files.config.read_text())
+        if old != header:
+            diff = sorted(k for k in header if old.get(k) != header[k])
+            raise EmosaeError(
+                f"{self.files.dir} holds a cache with a different config ({', '.join(diff)}); "
+                "use another --out"
+            )
+
+    def run(self) -> Path:
+        header = self.header()
+        self.check_header(header)
+        n_shards = -(-self.total_ctx // self.cps)
+        mine = [i for i in range(n_shards) if shard_owner(i, self.d.world_size) == self.d.rank]
+        self.todo = {i for i in mine if shard_done(self.files, i) is None}
+        self.pbar = tqdm(
+            total=self.tokens_in(mine),
+            initial=self.tokens_in([i for i in mine if i not in self.todo]),
+            unit="tok",
+            unit_scale=True,
+            desc="caching activations"
+            + (f" (rank {self.d.rank})" if self.d.world_size > 1 else ""),
+            disable=not self.d.is_main,
+        )
+        self.start_n, self.t0 = self.pbar.n, time.perf_counter()
+        n_seen = self.walk()
+        self.pbar.close()
+        self.d.barrier()
+        if self.d.is_main:
+            self.write_manifest(header, -(-n_seen // self.cps))
+        self.d.barrier()
+        return self.files.dir
+
+    def tokens_in(self, shards: list[int]) -> int:
+        return sum(min(self.cps, self.total_ctx - i * self.cps) for i in shards) * self.L
+
+    def walk(self) -> int:
+        """Every rank walks all contexts (tokenizing is cheap next to the forward pass)
+        and runs the model on the shards it owns, in batches that never cross a shard.
+        Returns the number of contexts the corpus gave."""
+        cps, shard, batch, n_seen = self.cps, [], [], 0
+        for ctx in iter_contexts(self.cfg.corpus, self.model.tokenizer, self.log):
+            n_seen = ctx.index + 1
+            si = ctx.index // cps
+            if si not in self.todo:
+                continue
+            batch.append(ctx)
+            shard.append(ctx)
+            last_of_shard = (ctx.index + 1) % cps == 0 or ctx.index == self.total_ctx - 1
+            if len(batch) == self.cfg.batch_size or last_of_shard:
+                self.forward(batch)
+                batch = []
+            if last_of_shard:
+                self.flush(si, shard)
+                shard = []
+        if shard:  # the corpus ended inside a shard
+            if batch:
+                self.forward(batch)
+            self.flush(shard[0].index // cps, shard)
+        return n_seen
+
+    def _store(self, name: str) -> Any:
+        def hook(x: Tensor, hook: Any) -> None:
+            y = x[:, self.S :].reshape(-1, x.shape[-1]).to(self.sdt)
+            if self.pin:
+                buf = torch.empty(y.shape, dtype=self.sdt, pin_memory=True)
+                buf.copy_(y, non_blocking=True)
+                y = buf
+            self.acts[name].append(y)
+
+        return hook
+
+    def forward(self, batch: list[Context]) -> None:
+        toks = torch.stack([c.tokens for c in batch]).to(self.dev, non_blocking=self.pin)
+        with self.model.hooks(fwd_hooks=[(h, self._store(h)) for h in self.hooks]):
+            self.model(toks, stop_at_layer=stop_layer(self.hooks))
+        self.pbar.update(len(batch) * self.L)
+        rate = (self.pbar.n - self.start_n) / (time.perf_counter() - self.t0)
+        w = self.d.world_size
+        self.pbar.set_postfix(tok_s=f"{rate * w:.0f}" + ("/all" if w > 1 else ""))
+
+    def shard_tensors(self, ctxs: list[Context]) -> dict[str, Tensor]:
+        L, S = self.L, self.S
+        tens = {h: torch.cat(self.acts[h]).contiguous() for h in self.hooks}
+        tens["tokens"] = torch.stack([c.tokens for c in ctxs])[:, S:].reshape(-1).to(torch.int32)
+        tens["doc_ids"] = torch.stack([c.doc_ids for c in ctxs])[:, S:].reshape(-1)
+        tens["positions"] = torch.arange(S, L, dtype=torch.int16).repeat(len(ctxs))
+        tens["context_ids"] = torch.tensor(
+            [c.index for c in ctxs], dtype=torch.int32
+        ).repeat_interleave(L - S)
+        return tens
+
+    def flush(self, shard: int, ctxs: list[Context]) -> None:
+        if self.pin:
+            torch.cuda.synchronize()
+        tens = self.shard_tensors(ctxs)
+        path = self.files.shard(shard)
+        try:
+            io.save_tensors(path, tens)
+            side = {
+                "shard": path.name,
+                "rows": int(tens["tokens"].numel()),
+                "sha256": io.sha256_file(path),
+                "contexts": [ctxs[0].index, ctxs[-1].index + 1],
+                "rank": self.d.rank,  # which torchrun rank computed it (0 on one process)
+            }
+            io.write_json(self.files.sidecar(shard), side, indent=None)
+        except OSError as e:
+            raise EmosaeError(
+                f"writing {path.name} failed ({e.strerror}); the partial shard was removed, rerun to resume"
+            ) from None
+        for h in self.hooks:
+            self.acts[h].clear()
+
+    def write_manifest(self, header: dict[str, Any], n_shards: int) -> None:
+        files = self.files
+        shards = [shard_done(files, i) for i in range(n_shards)]
+        missing = [i for i, s in enumerate(shards) if s is None]
+        if missing:
+            raise EmosaeError(
+                f"shards {missing} of {files.dir} are missing or corrupt; rerun to resume"
+            )
+        # Document table: regenerate it (cheap) so a resumed run has the full table.
+        last_doc = max(int(mmap_tensor(files.dir / s["shard"], "doc_ids").max()) for s in shards)
+        rows = self.log.rows[: last_doc + 1]
+        io.write_text(
+            files.documents,
+            "".join(
+                json.dumps({"id": i, "source": src, "index": idx}) + "\n"
+                for i, (src, idx) in enumerate(rows)
+            ),
+        )
+        manifest = {
+            **header,
+            "n_rows": sum(s["rows"] for s in shards),
+            "n_contexts": sum(s["contexts"][1] - s["contexts"][0] for s in shards),
+            "shards": shards,
+            "code_version": code_version(),
+        }
+        io.write_json(files.manifest, manifest)

@@ -1,0 +1,3 @@
+"""Steering handles: the immutable `SteeringVector` with arithmetic and a hook that
+always removes itself (`vector`), and loading probe or SAE directions from a run or the
+shipped checkpoint as vectors (`directions`). Knows nothing of training or stages."""

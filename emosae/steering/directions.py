@@ -1,0 +1,94 @@
+"""Load emotion directions as `SteeringVector`s: probe vectors from a probe folder, or
+SAE decoder directions of each emotion's best feature from a label folder. With no
+path, the defaults shipped for the default model (inside the installed package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from safetensors.torch import load_file
+
+from emosae.core import io
+from emosae.core.errors import EmosaeError
+from emosae.core.layout import RunLayout, shipped_checkpoint
+from emosae.lm.hooks import hook_layer, resid_hook
+from emosae.steering.vector import SteeringVector
+
+
+def _probe_files(root: Path):
+    """A probe folder given itself or the run/checkpoint folder around it."""
+    from emosae.core.layout import ProbeFiles
+
+    here = ProbeFiles(root)
+    return here if here.vectors_meta.exists() else RunLayout(root).probes
+
+
+def load_directions(
+    path: str | Path | None = None,
+    kind: Literal["probe", "sae"] = "probe",
+    *,
+    layer: int | None = None,
+    method: Literal["diffmean", "logistic"] = "diffmean",
+    sae_dir: str | Path | None = None,
+    probe_dir: str | Path | None = None,
+) -> dict[str, SteeringVector]:
+    """{emotion: SteeringVector}, unit-norm, with the mean residual norm for relative strength.
+
+    kind="probe": `path` is a run, checkpoint or probe folder; `layer` defaults to the SAE
+    layer of that run (15 for the shipped SmolLM2 directions).
+    kind="sae": `path` is a run, checkpoint or label folder (labels.json); each emotion's
+    direction is the decoder row of its best feature (labelled or not; `source` says which).
+    """
+    root = Path(path) if path is not None else shipped_checkpoint()
+    if kind == "probe":
+        return _probe_directions(root, layer, method)
+    if kind == "sae":
+        return _sae_directions(root, sae_dir, probe_dir)
+    raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
+
+
+def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, SteeringVector]:
+    probe = _probe_files(root)
+    if not probe.vectors_meta.exists():
+        raise EmosaeError(f"no probe vectors in {root} (need vectors.json + vectors.safetensors)")
+    meta = io.read_json(probe.vectors_meta)
+    # default: the layer the folder's SAE and experiments use (the probe stage's token layer)
+    if layer is None:
+        layer = meta.get("token_layer", meta["config"].get("token_layer", meta["best_layer"]))
+    key = f"{method}.L{layer}"
+    t = load_file(str(probe.vectors))
+    if key not in t:
+        raise EmosaeError(f"no {method} vectors for layer {layer}; layers here: {meta['layers']}")
+    hook, norm = resid_hook(layer), meta["mean_resid_norm"][str(layer)]
+    return {
+        e: SteeringVector.from_direction(t[key][i], hook, e, f"probe:{method}", meta["model"], norm)
+        for i, e in enumerate(meta["emotions"])
+    }
+
+
+def _sae_directions(
+    root: Path, sae_dir: str | Path | None, probe_dir: str | Path | None
+) -> dict[str, SteeringVector]:
+    from emosae.core.layout import LabelFiles
+    from emosae.sae.training import load_sae
+
+    lab = LabelFiles(root) if LabelFiles(root).labels.exists() else RunLayout(root).labels
+    if not lab.labels.exists():
+        raise EmosaeError(f"no feature labels in {root} (need labels.json)")
+    run = RunLayout(lab.dir.parent)
+    labels = io.read_json(lab.labels)
+    sae = load_sae(Path(sae_dir) if sae_dir else run.sae.dir)
+    vmeta = io.read_json(
+        _probe_files(Path(probe_dir)).vectors_meta if probe_dir else run.probes.vectors_meta
+    )
+    hook = labels["hook"]
+    norm = vmeta["mean_resid_norm"][str(hook_layer(hook))]
+    out = {}
+    for e, best in labels["best_per_emotion"].items():
+        f = best["feature"]
+        tag = "labelled" if best["passes"] else "best, unlabelled"
+        out[e] = SteeringVector.from_direction(
+            sae.W_dec[f].detach(), hook, e, f"sae:feature {f} ({tag})", vmeta["model"], norm
+        )
+    return out

@@ -1,0 +1,245 @@
+"""Steering handles: immutable emotion directions that add themselves to the residual
+stream through TransformerLens hooks.
+
+Strength convention (the emotions paper's): with `relative=True` (default) the added
+vector is `strength * mean_resid_norm[hook] * direction`, so strength 0.1 adds a tenth
+of a typical residual vector at that layer; with `relative=False` it is
+`strength * direction`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from safetensors.torch import load_file
+from torch import Tensor
+
+from emosae.core import io
+from emosae.core.errors import EmosaeError
+from emosae.lm.hooks import block_layer
+
+_LEVELS = itertools.count(1_000_000)  # private hook levels, so removal touches only ours
+
+
+def _frozen(m: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(m))
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringVector:
+    """An emotion direction on one or more hooks, with provenance. Immutable: every
+    operation returns a new vector, and stored tensors are private copies.
+
+    Loaded and freshly built vectors are unit-norm per hook; arithmetic results are
+    not renormalised (`0.5 * calm` has norm 0.5, `joy - sad` is a plain difference)."""
+
+    vectors: Mapping[str, Tensor]
+    """hook name -> [d_model] direction added at that hook."""
+    emotion: str
+    """Emotion name, or an expression such as "(happy - sad)"."""
+    source: str
+    """Where it came from: "probe:diffmean", "probe:logistic", "sae:<feature id>", or an expression."""
+    model: str
+    """Model the direction belongs to."""
+    mean_norms: Mapping[str, float] = field(default_factory=dict)
+    """hook name -> mean residual-stream norm there (for relative strength)."""
+
+    def __post_init__(self):
+        vecs = {}
+        for h, v in self.vectors.items():
+            if v.ndim != 1:
+                raise EmosaeError(
+                    f"steering direction for {h} must be 1-D [d_model], got {tuple(v.shape)}"
+                )
+            t = v.detach().float().cpu().clone()
+            t.requires_grad_(False)
+            vecs[h] = t
+        if not vecs:
+            raise EmosaeError("a steering vector needs at least one hook")
+        object.__setattr__(self, "vectors", _frozen(vecs))
+        object.__setattr__(
+            self, "mean_norms", _frozen({k: float(v) for k, v in self.mean_norms.items()})
+        )
+
+    @classmethod
+    def from_direction(
+        cls,
+        direction: Tensor,
+        hook_name: str,
+        emotion: str,
+        source: str,
+        model: str,
+        mean_norm: float | None = None,
+    ) -> SteeringVector:
+        """A unit-norm vector on one hook."""
+        d = direction.detach().float()
+        return cls(
+            {hook_name: d / d.norm().clamp_min(1e-12)},
+            emotion,
+            source,
+            model,
+            {hook_name: mean_norm} if mean_norm is not None else {},
+        )
+
+    # ---------------------------------------------------------------- accessors
+    @property
+    def hook_name(self) -> str:
+        if len(self.vectors) != 1:
+            raise EmosaeError(f"this vector spans {len(self.vectors)} hooks; use .vectors")
+        return next(iter(self.vectors))
+
+    @property
+    def direction(self) -> Tensor:
+        """The [d_model] direction (a copy) of a single-hook vector; unit-norm unless scaled by arithmetic."""
+        return self.vectors[self.hook_name].clone()
+
+    @property
+    def layer(self) -> int | None:
+        return block_layer(self.hook_name)
+
+    # ---------------------------------------------------------------- arithmetic
+    def _combine(self, other: SteeringVector, sign: float, op: str) -> SteeringVector:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        if other.model != self.model:
+            raise EmosaeError(
+                f"cannot combine vectors of different models ({self.model} vs {other.model})"
+            )
+        vecs = dict(self.vectors)
+        for h, v in other.vectors.items():
+            vecs[h] = vecs[h] + sign * v if h in vecs else sign * v
+        norms = {**other.mean_norms, **self.mean_norms}
+        return SteeringVector(
+            vecs,
+            f"({self.emotion} {op} {other.emotion})",
+            f"({self.source} {op} {other.source})",
+            self.model,
+            norms,
+        )
+
+    def __add__(self, other: SteeringVector) -> SteeringVector:
+        return self._combine(other, 1.0, "+")
+
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
+        return self._combine(other, -1.0, "-")
+
+    def __mul__(self, c: float) -> SteeringVector:
+        if not isinstance(c, (int, float)):
+            return NotImplemented
+        return SteeringVector(
+            {h: c * v for h, v in self.vectors.items()},
+            f"{c:g}*{self.emotion}",
+            self.source,
+            self.model,
+            self.mean_norms,
+        )
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> SteeringVector:
+        return self * -1.0
+
+    def __repr__(self) -> str:
+        hooks = ", ".join(self.vectors)
+        return f"SteeringVector({self.emotion!r}, source={self.source!r}, hooks=[{hooks}], model={self.model!r})"
+
+    # ---------------------------------------------------------------- hooks
+    def scaled(self, hook: str, strength: float, relative: bool) -> Tensor:
+        if not relative:
+            return strength * self.vectors[hook]
+        if hook not in self.mean_norms:
+            raise EmosaeError(f"no mean residual norm recorded for {hook}; use relative=False")
+        return strength * self.mean_norms[hook] * self.vectors[hook]
+
+    @contextmanager
+    def apply(
+        self,
+        model: Any,
+        strength: float,
+        *,
+        relative: bool = True,
+        from_pos: int = 0,
+        to_pos: int | None = None,
+    ) -> Iterator[Any]:
+        """Add the vector while the block runs (forward passes and `model.generate`,
+        with or without its KV cache), at positions from `from_pos` up to (not
+        including) `to_pos` (default: all later positions). Other hooks on the model
+        are untouched; ours are removed on exit, also when the body raises.
+
+        Position bookkeeping: a forward over more than one token starts a new sequence;
+        single-token forwards (KV-cache decoding) continue it."""
+        for h in self.vectors:
+            if h not in model.hook_dict:
+                raise EmosaeError(f"model has no hook {h!r}")
+        added = {h: self.scaled(h, strength, relative) for h in self.vectors}
+        seen: dict[str, int] = {}
+        level = next(_LEVELS)
+
+        def make(h: str):
+            vec = added[h]
+
+            def hook(x: Tensor, hook: Any) -> Tensor:
+                n = x.shape[1]
+                if n > 1:
+                    seen[h] = 0
+                start = seen.get(h, 0)
+                seen[h] = start + n
+                if strength == 0:
+                    return x
+                v = vec.to(device=x.device, dtype=x.dtype)
+                first = max(from_pos - start, 0)
+                last = n if to_pos is None else min(max(to_pos - start, 0), n)
+                if first >= last:
+                    return x
+                x = x.clone()
+                x[:, first:last] += v
+                return x
+
+            return hook
+
+        for h in self.vectors:
+            model.hook_dict[h].add_hook(make(h), dir="fwd", level=level)
+        try:
+            yield model
+        finally:
+            for h in self.vectors:
+                model.hook_dict[h].remove_hooks("fwd", level=level)
+
+    # ---------------------------------------------------------------- io
+    def save(self, path: str | Path) -> Path:
+        """Write `<path>.safetensors` + `<path>.json` (temp names, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        meta = {
+            "emotion": self.emotion,
+            "source": self.source,
+            "model": self.model,
+            "mean_norms": dict(self.mean_norms),
+            "hooks": list(self.vectors),
+        }
+        io.save_tensors(st, {h: v.contiguous() for h, v in self.vectors.items()})
+        io.write_json(js, meta)
+        return st
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVector:
+        path = Path(path)
+        st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        if not st.exists() or not js.exists():
+            raise EmosaeError(f"no steering vector at {path} (need {st.name} and {js.name})")
+        meta = json.loads(js.read_text())
+        return cls(
+            load_file(str(st)),
+            meta["emotion"],
+            meta["source"],
+            meta["model"],
+            meta.get("mean_norms", {}),
+        )

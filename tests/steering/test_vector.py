@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from emosae.core.errors import EmosaeError
+from emosae.steering.vector import SteeringVector
+
+H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
+
+
+def vec(hook=H1, emotion="calm", seed=0, d=32, norm=10.0):
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector.from_direction(
+        torch.randn(d, generator=g), hook, emotion, "probe:diffmean", "tiny", norm
+    )
+
+
+def resid(model, toks):
+    _, cache = model.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_resid_post"))
+    return {k: v.clone() for k, v in cache.items()}
+
+
+def test_direction_is_unit_and_immutable():
+    v = vec()
+    assert torch.allclose(v.direction.norm(), torch.tensor(1.0))
+    d = v.direction
+    d += 100
+    assert torch.allclose(v.direction.norm(), torch.tensor(1.0))
+    with pytest.raises(TypeError):
+        v.vectors[H1] = torch.zeros(32)
+    with pytest.raises(AttributeError):
+        v.emotion = "x"
+
+
+def test_arithmetic():
+    a, b = vec(seed=1, emotion="happy"), vec(seed=2, emotion="sad")
+    assert torch.allclose((a - b).direction, a.direction - b.direction)
+    assert torch.allclose((0.5 * a).direction, 0.5 * a.direction)
+    assert torch.allclose((a * 2).direction, 2 * a.direction)
+    assert torch.allclose((-a).direction, -a.direction)
+    assert (a - b).emotion == "(happy - sad)"
+    c = vec(hook=H2, seed=3)
+    s = a + c
+    assert set(s.vectors) == {H1, H2}
+    assert torch.equal(s.vectors[H1], a.direction) and torch.equal(s.vectors[H2], c.direction)
+    with pytest.raises(EmosaeError):
+        _ = s.direction
+
+
+def test_hook_changes_only_its_layer_and_from_its_layer_on(tiny_model):
+    toks = torch.randint(0, 100, (2, 7))
+    clean = resid(tiny_model, toks)
+    v = vec(hook=H1)
+    with v.apply(tiny_model, 0.5):
+        steered = resid(tiny_model, toks)
+    assert torch.equal(steered["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"])
+    # At the steered hook, exactly the scaled vector was added at every position.
+    added = steered[H1] - clean[H1]
+    assert torch.allclose(added, (0.5 * 10.0 * v.direction).expand_as(added), atol=1e-5)
+    assert not torch.allclose(steered[H2], clean[H2])
+
+
+def test_from_pos_leaves_earlier_positions(tiny_model):
+    toks = torch.randint(0, 100, (1, 8))
+    clean = resid(tiny_model, toks)
+    with vec().apply(tiny_model, 1.0, from_pos=5):
+        st = resid(tiny_model, toks)
+    assert torch.equal(st[H2][:, :5], clean[H2][:, :5])
+    assert not torch.allclose(st[H2][:, 5:], clean[H2][:, 5:])
+
+
+def test_strength_zero_is_exact_noop(tiny_model):
+    toks = torch.randint(0, 100, (2, 6))
+    clean = tiny_model(toks)
+    with vec().apply(tiny_model, 0.0):
+        assert torch.equal(tiny_model(toks), clean)
+
+
+def test_hook_removed_after_block_even_on_error(tiny_model):
+    toks = torch.randint(0, 100, (1, 5))
+    clean = tiny_model(toks)
+    with pytest.raises(RuntimeError, match="boom"), vec().apply(tiny_model, 3.0):
+        assert not torch.allclose(tiny_model(toks), clean)
+        raise RuntimeError("boom")
+    assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())
+    assert torch.equal(tiny_model(toks), clean)
+
+
+def test_generate_with_kv_cache_matches_full_recompute(tiny_model):
+    toks = torch.randint(0, 100, (1, 6))
+    v = vec()
+    with v.apply(tiny_model, 2.0, from_pos=3):
+        a = tiny_model.generate(
+            toks,
+            max_new_tokens=5,
+            do_sample=False,
+            use_past_kv_cache=True,
+            verbose=False,
+            stop_at_eos=False,
+        )
+        b = tiny_model.generate(
+            toks,
+            max_new_tokens=5,
+            do_sample=False,
+            use_past_kv_cache=False,
+            verbose=False,
+            stop_at_eos=False,
+        )
+    plain = tiny_model.generate(
+        toks, max_new_tokens=5, do_sample=False, verbose=False, stop_at_eos=False
+    )
+    assert torch.equal(a, b)
+    assert not torch.equal(a, plain)
+
+
+def test_absolute_strength_and_missing_norm(tiny_model):
+    v = SteeringVector.from_direction(torch.ones(32), H1, "calm", "probe", "tiny")
+    with pytest.raises(EmosaeError, match="relative=False"), v.apply(tiny_model, 1.0):
+        pass
+    toks = torch.randint(0, 100, (1, 4))
+    clean = resid(tiny_model, toks)
+    with v.apply(tiny_model, 3.0, relative=False):
+        st = resid(tiny_model, toks)
+    assert torch.allclose(st[H1] - clean[H1], 3.0 * v.direction.expand(1, 4, 32), atol=1e-5)
+
+
+def test_save_load_roundtrip(tmp_path):
+    v = vec(seed=4) - 0.5 * vec(hook=H2, seed=5)
+    v.save(tmp_path / "v")
+    w = SteeringVector.load(tmp_path / "v")
+    assert w.emotion == v.emotion and w.source == v.source and w.model == v.model
+    assert dict(w.mean_norms) == dict(v.mean_norms)
+    for h in v.vectors:
+        assert torch.equal(w.vectors[h], v.vectors[h])
+    with pytest.raises(EmosaeError, match="no steering vector"):
+        SteeringVector.load(tmp_path / "nope")
+
+
+def test_to_pos_bounds_the_window(tiny_model):
+    toks = torch.randint(0, 100, (1, 9))
+    clean = resid(tiny_model, toks)
+    v = vec()
+    with v.apply(tiny_model, 1.0, from_pos=2, to_pos=5):
+        st = resid(tiny_model, toks)
+    added = st[H1] - clean[H1]
+    assert torch.equal(added[:, :2], torch.zeros_like(added[:, :2]))
+    assert torch.equal(added[:, 5:], torch.zeros_like(added[:, 5:]))
+    assert torch.allclose(added[:, 2:5], (10.0 * v.direction).expand(1, 3, 32), atol=1e-5)
+
+
+def test_other_hooks_survive(tiny_model):
+    toks = torch.randint(0, 100, (1, 5))
+
+    def double(x, hook):
+        return 2 * x
+
+    with tiny_model.hooks(fwd_hooks=[(H2, double)]):
+        with_other = tiny_model(toks)
+        with vec().apply(tiny_model, 1.0):
+            pass
+        assert torch.equal(tiny_model(toks), with_other)
