@@ -41,10 +41,11 @@ import time
 from pathlib import Path
 
 import torch
-from emosae.activations import ActivationCache, CacheConfig, batch_stream, cache_activations
 
 from emosae.lm.models import load_model
+from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
 from emosae.sae.contexts import CorpusConfig, iter_contexts
+from emosae.sae.reader import ActivationCache, batch_stream
 from emosae.sae.training import SAEConfig, TrainConfig, _training_sae, trainer_config
 
 CTX = 128  # tokens per context
@@ -55,10 +56,10 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def cache_cfg(out: Path, tokens: int, args: argparse.Namespace) -> CacheConfig:
+def cache_cfg(out: Path, tokens: int, args: argparse.Namespace) -> CacheJob:
     corpus = CorpusConfig(max_tokens=tokens, context_len=CTX)
-    kw = dict(layers=(args.layer,), batch_size=args.batch, dtype="float16", device="cpu")
-    return CacheConfig(out=str(out), corpus=corpus, **kw)
+    cache = CacheConfig(corpus=corpus, batch_size=args.batch, dtype="float16")
+    return CacheJob(out=str(out), layers=(args.layer,), device="cpu", cache=cache)
 
 
 def best_of(fns: dict, repeats: int) -> dict[str, float]:
@@ -203,7 +204,7 @@ def gemm_bound(B: int, F: int, D: int, min_s: float = 1.0) -> float:
 
 CHILD = """
 import json, resource, sys
-from emosae.activations import CacheConfig, cache_activations
+from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
 from emosae.sae.contexts import CorpusConfig
 from emosae.lm.models import load_model
 out, layer, tokens, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -211,8 +212,8 @@ model = load_model(device="cpu")
 status = open("/proc/self/status").read()
 loaded_kib = int(status.split("VmRSS:")[1].split()[0])
 load_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-cache_activations(CacheConfig(out=out, layers=(layer,), batch_size=batch, dtype="float16",
-    device="cpu", corpus=CorpusConfig(max_tokens=tokens, context_len=128)), model)
+cache_activations(CacheJob(out=out, layers=(layer,), device="cpu", cache=CacheConfig(
+    batch_size=batch, dtype="float16", corpus=CorpusConfig(max_tokens=tokens, context_len=128))), model)
 print(json.dumps({"loaded_kib": loaded_kib, "load_peak_kib": load_peak_kib}))
 """
 

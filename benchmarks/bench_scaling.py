@@ -35,42 +35,46 @@ HERE = Path(__file__).resolve()
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-    from emosae.activations import CacheConfig, cache_activations
 
     from emosae.core import distributed
     from emosae.core.tracking import WandbConfig
     from emosae.lm.models import load_model
+    from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
     from emosae.sae.contexts import CorpusConfig
-    from emosae.sae.training import SAEConfig, TrainConfig, train_sae
+    from emosae.sae.training import SAEConfig, TrainConfig, TrainJob, train_sae
 
     d, dev = distributed.setup(args.device)
     out = Path(args.dir)
     if args.worker == "cache":
         with distributed.local_main_first(d):
             model = load_model(device=dev)
-        cfg = CacheConfig(
+        cfg = CacheJob(
             out=str(out / "cache"),
             layers=(args.layer,),
-            corpus=CorpusConfig(max_tokens=args.tokens, context_len=128),
-            contexts_per_shard=args.shard_contexts,
-            batch_size=args.batch,
             device=str(dev),
+            cache=CacheConfig(
+                corpus=CorpusConfig(max_tokens=args.tokens, context_len=128),
+                contexts_per_shard=args.shard_contexts,
+                batch_size=args.batch,
+            ),
         )
         run = lambda: cache_activations(cfg, model)  # noqa: E731
         work = args.tokens // 128 * 128
     else:
-        from emosae.activations import ActivationCache
+        from emosae.sae.reader import ActivationCache
 
         c = ActivationCache.open(args.cache)
         n_train = c.n_rows - c.meta("context_ids", "eval", 20).numel()
-        cfg = TrainConfig(
+        cfg = TrainJob(
             cache=args.cache,
             out=str(out / "sae"),
-            sae=SAEConfig(architecture="topk", d_sae=args.sae_width, k=32),
-            batch_size=args.train_batch,
-            epochs=(args.steps + 0.5) * args.train_batch / n_train,  # exactly `steps` steps
-            warmup_steps=0,
-            eval_contexts=0,
+            train=TrainConfig(
+                sae=SAEConfig(architecture="topk", d_sae=args.sae_width, k=32),
+                batch_size=args.train_batch,
+                epochs=(args.steps + 0.5) * args.train_batch / n_train,  # exactly `steps` steps
+                warmup_steps=0,
+                eval_contexts=0,
+            ),
             parallel="data",
             device=str(dev),
             wandb=WandbConfig(mode="disabled"),

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from emosae.provenance import sha256_file
+from emosae.core.io import sha256_file
 meta = json.loads(Path(".gpu/meta.json").read_text())
 cfg = dict(meta["cfg"]); cfg["dtype"] = torch.float32; cfg["device"] = "cpu"
 known = set(HookedTransformerConfig.__dataclass_fields__)
@@ -55,7 +55,7 @@ python3 - <<'EOF'
 import json
 from pathlib import Path
 from safetensors.torch import load_file
-from emosae.activations import ActivationCache
+from emosae.sae.reader import ActivationCache
 one = json.loads(Path("/tmp/c_one/manifest.json").read_text())
 ref = ActivationCache.open("/tmp/c_one").rows("blocks.15.hook_resid_post")
 for name in ("c_nccl", "c_gloo2"):

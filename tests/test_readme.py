@@ -23,4 +23,5 @@ def test_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert setup_commands()[1] in ci
-    assert "ruff check" in ci and "ruff format --check" in ci
+    # lint first, then the tests
+    assert ci.index("ruff check") < ci.index("ruff format --check") < ci.index(setup_commands()[1])

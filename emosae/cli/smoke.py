@@ -28,7 +28,7 @@ def smoke(
     chat = render_chat(model, prompt)
     names = [resid_hook(layer) for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(chat.tokens[None].to(model.cfg.device), names_filter=names)
-    print("residual stream at the last token before the reply (blocks.L.hook_resid_post):")
+    print(f"residual stream at the last token before the reply ({names[0]} .. {names[-1]}):")
     print(f"{'layer':>5} {'norm':>9} {'mean':>8} {'std':>8} {'max|x|':>8}")
     rows = []
     for layer, n in enumerate(names):

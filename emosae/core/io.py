@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,20 +42,31 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """`with atomic_dir(p) as tmp:` fill the folder `tmp`; on success it replaces `p`."""
+def atomic_dir(path: str | Path, *, shared: bool = False) -> Iterator[Path]:
+    """`with atomic_dir(p) as tmp:` fill the folder `tmp`; on success it replaces `p`.
+
+    `shared=True` is for a folder that several processes may build at once (torchrun
+    ranks converting a model into a shared home): each writes its own temp folder, and
+    the first to finish wins; the others discard theirs and keep the winner's."""
     path = Path(path)
-    tmp = tmp_path(path)
-    _remove(tmp)
-    tmp.mkdir(parents=True)
+    if shared:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    else:
+        tmp = tmp_path(path)
+        _remove(tmp)
+        tmp.mkdir(parents=True)
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and not shared:
             shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (shared and path.is_dir()):
+                raise
+    finally:
         _remove(tmp)
-        raise
 
 
 def _remove(p: Path) -> None:

@@ -172,6 +172,31 @@ class ReportFiles:
 
 
 @dataclass(frozen=True)
+class ModelCacheFiles:
+    """A converted model in the user cache (see `emosae.lm.models`)."""
+
+    dir: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "model.safetensors"
+
+    @property
+    def meta(self) -> Path:
+        """Format, source, TransformerLens config and the weights' sha256."""
+        return self.dir / "meta.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.dir / "tokenizer"
+
+
+def vector_files(path: Path) -> tuple[Path, Path]:
+    """A saved steering vector: `<path>.safetensors` (tensors) and `<path>.json` (meta)."""
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """A run folder (or a shipped checkpoint folder): the path of every artifact."""
 

@@ -298,6 +298,20 @@ def emotion_norms(root: Path = RESOURCES) -> dict[str, Norm | None]:
 BUNDLED_CORPUS = ("jane_austen", "moby_dick", "state_of_the_union")
 
 
+def corpus_path(name: str) -> Path:
+    """The file of a bundled general-text corpus."""
+    return RESOURCES / "corpus" / f"{name}.txt.gz"
+
+
+def emotion_data_files(root: Path = RESOURCES) -> list[Path]:
+    """The files behind the stories and dialogues (for content fingerprints)."""
+    return [
+        root / "dialogues.jsonl",
+        root / "topics.json",
+        *sorted((root / "stories").glob("*.jsonl")),
+    ]
+
+
 def _docs_from_text(text: str) -> Iterator[str]:
     for para in text.split("\n\n"):
         para = para.strip()
@@ -315,7 +329,7 @@ def iter_corpus(sources: Sequence[str] | None = None) -> Iterator[tuple[str, str
     """
     for src in sources or BUNDLED_CORPUS:
         if src in BUNDLED_CORPUS:
-            with gzip.open(RESOURCES / "corpus" / f"{src}.txt.gz", "rt", encoding="utf-8") as f:
+            with gzip.open(corpus_path(src), "rt", encoding="utf-8") as f:
                 yield from ((src, d) for d in _docs_from_text(f.read()))
         elif src.startswith("hf:"):
             try:

@@ -20,16 +20,16 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from emosae.core import io
 from emosae.core.distributed import resolve_device
 from emosae.core.errors import EmosaeError
-from emosae.core.io import sha256_file
+from emosae.core.layout import ModelCacheFiles
 from emosae.core.log import logger
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ def list_models() -> list[str]:
     root = cache_root() / "models"
     if root.is_dir():
         names += sorted(
-            p.name for p in root.iterdir() if (p / "meta.json").exists() and p.name not in names
+            p.name
+            for p in root.iterdir()
+            if ModelCacheFiles(p).meta.exists() and p.name not in names
         )
     return names
 
@@ -279,29 +281,21 @@ def _jsonable_cfg(cfg: Any) -> dict[str, Any]:
 def _write_cache(model: HookedTransformer, folder: Path, spec: EmbeddedModel) -> None:
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=folder.parent))
-    try:
+    # Several torchrun ranks on a shared home may convert at once: the first wins, and
+    # every copy is verified by sha256 when read.
+    with io.atomic_dir(folder, shared=True) as tmp:
+        files = ModelCacheFiles(tmp)
         sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(sd, str(tmp / "model.safetensors"))
-        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        save_file(sd, str(files.weights))
+        model.tokenizer.save_pretrained(str(files.tokenizer))
         meta = {
             "format": CACHE_FORMAT,
             "name": spec.name,
             "source": str(spec.gguf_path().name),
             "cfg": _jsonable_cfg(model.cfg),
-            "sha256": sha256_file(tmp / "model.safetensors"),
+            "sha256": io.sha256_file(files.weights),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():
-                raise
-            # another process (a torchrun rank on a shared home) finished first; its
-            # copy is verified by sha256 when read
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        files.meta.write_text(json.dumps(meta, indent=1))
 
 
 def _read_cache(folder: Path) -> HookedTransformer:
@@ -309,22 +303,22 @@ def _read_cache(folder: Path) -> HookedTransformer:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    meta = json.loads((folder / "meta.json").read_text())
+    files = ModelCacheFiles(folder)
+    meta = json.loads(files.meta.read_text())
     if meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"cache format {meta.get('format')} != {CACHE_FORMAT}")
-    weights = folder / "model.safetensors"
-    if sha256_file(weights) != meta["sha256"]:
-        raise ValueError("sha256 of model.safetensors does not match meta.json")
+    if io.sha256_file(files.weights) != meta["sha256"]:
+        raise ValueError(f"sha256 of {files.weights.name} does not match {files.meta.name}")
     cfg_d = dict(meta["cfg"])
     cfg_d["dtype"] = getattr(torch, cfg_d.get("dtype", "float32"))
     cfg_d["device"] = "cpu"
     known = set(HookedTransformerConfig.__dataclass_fields__)
     cfg = HookedTransformerConfig(**{k: v for k, v in cfg_d.items() if k in known})
-    tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    tok = AutoTokenizer.from_pretrained(str(files.tokenizer))
     model = HookedTransformer(
         cfg, tokenizer=tok, move_to_device=False, default_padding_side="right"
     )
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.load_state_dict(load_file(str(files.weights)), strict=True)
     return model
 
 

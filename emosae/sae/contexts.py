@@ -122,16 +122,11 @@ def corpus_fingerprint(cfg: CorpusConfig, tokenizer_name: str) -> str:
     paths: Sequence = []
     for src in cfg.sources:
         if src in data.BUNDLED_CORPUS:
-            paths = [*paths, data.RESOURCES / "corpus" / f"{src}.txt.gz"]
+            paths = [*paths, data.corpus_path(src)]
         elif not src.startswith("hf:"):
             paths = [*paths, src]
     if cfg.include_emotion_data:
-        paths = [
-            *paths,
-            data.RESOURCES / "dialogues.jsonl",
-            data.RESOURCES / "topics.json",
-            *sorted((data.RESOURCES / "stories").glob("*.jsonl")),
-        ]
+        paths = [*paths, *data.emotion_data_files()]
     for p in paths:
         with open(p, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from emosae.core import io
 from emosae.core.errors import EmosaeError
+from emosae.core.layout import vector_files
 from emosae.lm.hooks import block_layer
 
 _LEVELS = itertools.count(1_000_000)  # private hook levels, so removal touches only ours
@@ -217,7 +218,7 @@ class SteeringVector:
         """Write `<path>.safetensors` + `<path>.json` (temp names, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        st, js = vector_files(path)
         meta = {
             "emotion": self.emotion,
             "source": self.source,
@@ -232,7 +233,7 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
         path = Path(path)
-        st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+        st, js = vector_files(path)
         if not st.exists() or not js.exists():
             raise EmosaeError(f"no steering vector at {path} (need {st.name} and {js.name})")
         meta = json.loads(js.read_text())
