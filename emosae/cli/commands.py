@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emosae.core import folders
 from emosae.core.errors import EmosaeError
 
 
@@ -73,14 +74,10 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _probes(args: argparse.Namespace) -> None:
-    from emosae.core.layout import ProbeFiles
-    from emosae.lm.models import load_model
-    from emosae.probes.vectors import ProbeJob, fit_vectors, read_stories
+    from emosae.probes.vectors import ProbeJob, run_probe_job
 
     job = _parse_dataclass(ProbeJob, args.rest, "emosae probes")
-    files = ProbeFiles(Path(job.out))
-    read_stories(job.probes, load_model(job.model, device=job.device), job.token_layer, files)
-    res = fit_vectors(job.probes, files)
+    res = run_probe_job(job)
     for r in res["per_layer"]:
         print(
             f"layer {r['layer']:2d}: diffmean top1 {r['diffmean_top1']:.3f}  logistic top1 {r['logistic_top1']:.3f}  "
@@ -90,24 +87,34 @@ def _probes(args: argparse.Namespace) -> None:
 
 
 def _labels(args: argparse.Namespace) -> None:
-    from emosae.core.layout import RunLayout
     from emosae.features.labelling import label_features
     from emosae.features.labels import LabelConfig
     from emosae.lm.models import load_model
 
     cfg = _parse_dataclass(LabelConfig, args.rest, "emosae labels")
-    L = RunLayout(args.run)
-    res = label_features(L.probes, L.sae, L.cache, L.labels, load_model(args.model), cfg)
+    L = _existing_run(args.run)
+    with folders.lock(L.root):
+        res = label_features(L.probes, L.sae, L.cache, L.labels, load_model(args.model), cfg)
     print(json.dumps(res["counts"]))
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from emosae.core.layout import RunLayout
     from emosae.features.compare import compare_features
 
-    L = RunLayout(args.run)
-    res = compare_features(L.probes, L.sae, L.labels, L.compare)
+    L = _existing_run(args.run)
+    with folders.lock(L.root):
+        res = compare_features(L.probes, L.sae, L.labels, L.compare)
     print(json.dumps(res["summary"], indent=1))
+
+
+def _existing_run(run: str):
+    from emosae.core.layout import RunLayout
+
+    folders.check_claimable(run, "run")
+    L = RunLayout(run)
+    if not L.root.is_dir():
+        raise EmosaeError(f"no run folder at {run}; make one with `emosae run --out {run}`")
+    return L
 
 
 def _steer(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import textwrap
 
 from emosae.core.errors import EmosaeError
@@ -12,6 +13,10 @@ from emosae.steering.directions import load_directions
 
 
 def steer_command(args: argparse.Namespace) -> None:
+    if not math.isfinite(args.strength):
+        raise EmosaeError(f"--strength must be a finite number, not {args.strength}")
+    if args.max_new_tokens < 1:
+        raise EmosaeError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}")
     vecs = load_directions(args.directions, kind=args.kind)
     if args.emotion not in vecs:
         raise EmosaeError(f"unknown emotion {args.emotion!r}; known: {', '.join(sorted(vecs))}")

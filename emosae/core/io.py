@@ -32,6 +32,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     _remove(tmp)
     try:
         write(tmp)
+        normal_permissions(tmp)
         if path.is_dir() and tmp.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -58,6 +59,7 @@ def atomic_dir(path: str | Path, *, shared: bool = False) -> Iterator[Path]:
         tmp.mkdir(parents=True)
     try:
         yield tmp
+        normal_permissions(tmp)
         if path.exists() and not shared:
             shutil.rmtree(path)
         try:
@@ -67,6 +69,23 @@ def atomic_dir(path: str | Path, *, shared: bool = False) -> Iterator[Path]:
                 raise
     finally:
         _remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: Path) -> None:
+    """Files 0666 and folders 0777 less the umask, as `open` and `mkdir` make them:
+    safetensors writes 0600 files and mkdtemp 0700 folders, which breaks run folders
+    shared by a group."""
+    mask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _remove(p: Path) -> None:
@@ -94,6 +113,20 @@ def save_tensors(
     return write_atomic(path, lambda t: save_file(tensors, str(t), metadata=metadata))
 
 
+def load_tensors(path: str | Path) -> dict[str, Any]:
+    """All tensors of a safetensors file; a missing or corrupt file is a one-line error."""
+    from safetensors.torch import load_file
+
+    from emosae.core.errors import EmosaeError
+
+    if not Path(path).exists():
+        raise EmosaeError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise EmosaeError(f"{path} is corrupt ({str(e).splitlines()[0]})") from None
+
+
 def read_json(path: str | Path) -> Any:
     """JSON from `path`; a missing or corrupt file is a one-line EmosaeError."""
     from emosae.core.errors import EmosaeError
@@ -118,6 +151,22 @@ def sha256_file(path: str | Path) -> str:
 def hash_json(obj: Any) -> str:
     """sha256 of a JSON-serialisable object in canonical form."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_creatable(path: str | Path) -> Path:
+    """One-line error unless `path` can be created or written, without creating anything:
+    its nearest existing ancestor must be a folder we may write into."""
+    from emosae.core.errors import EmosaeError
+
+    path = Path(path).absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if probe.is_file():
+        raise EmosaeError(f"cannot write to output folder {path}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise EmosaeError(f"cannot write to output folder {path}: {probe} is not writable")
+    return path
 
 
 def check_writable(folder: str | Path, tag: str = "") -> Path:

@@ -28,6 +28,20 @@ from pathlib import Path
 
 from emosae.core.io import TMP_SUFFIX
 
+MARKER_NAME = ".emosae.json"
+"""In every folder emosae writes: its kind and, once finished, its files' sha256."""
+LEGACY_FILES = {
+    "run": "stages.json",
+    "cache": "manifest.json",
+    "sae": "emosae.json",
+    "probes": "vectors.json",
+    "labels": "labels.json",
+    "checkpoint": "PROVENANCE.json",
+}
+"""A file that marks a folder written by emosae 0.1 (before markers) as of that kind."""
+LOCK_NAME = ".emosae.lock"
+"""Suffix of `.<folder>.emosae.lock`, beside a folder while one process writes it."""
+
 
 def files_in(folder: Path, pattern: str = "*") -> list[Path]:
     """Finished files under `folder` (temp files left out), sorted."""
@@ -62,8 +76,11 @@ class CacheFiles:
         """Written after shard `i`: its sha256 and row count (marks it complete)."""
         return self.dir / f"shard_{i:05d}.json"
 
+    def shards(self) -> list[Path]:
+        return files_in(self.dir, "shard_*.safetensors")
+
     def outputs(self) -> list[Path]:
-        return [self.manifest, self.documents]
+        return [self.manifest, self.documents, *self.shards()]
 
 
 @dataclass(frozen=True)
@@ -189,6 +206,16 @@ class ModelCacheFiles:
     @property
     def tokenizer(self) -> Path:
         return self.dir / "tokenizer"
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every file but meta.json (weights, tokenizer, chat template)."""
+        from emosae.core.io import sha256_file
+
+        return {
+            p.relative_to(self.dir).as_posix(): sha256_file(p)
+            for p in files_in(self.dir)
+            if p != self.meta
+        }
 
 
 def vector_files(path: Path) -> tuple[Path, Path]:

@@ -79,26 +79,44 @@ class Norm:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EmosaeError(f"{path}: file not found") from None
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise EmosaeError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file (gzipped if its name ends in .gz); one-line errors."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return f.read()
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EmosaeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise EmosaeError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise EmosaeError(f"{path}: cannot read ({e})") from None
+
+
 def _read_jsonl(path: Path, keys: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not path.exists():
-        raise EmosaeError(f"{path}: file not found")
-    for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """Records of a jsonl file: each an object with `keys`, whose values are strings
+    unless they are lists or numbers by design. Errors name the file and line."""
+    for ln, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise EmosaeError(f"{path}:{ln}: malformed JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise EmosaeError(f"{path}:{ln}: expected a JSON object, got {type(rec).__name__}")
         missing = [k for k in keys if k not in rec]
-        if not isinstance(rec, dict) or missing:
+        if missing:
             raise EmosaeError(f"{path}:{ln}: record lacks keys {missing}")
+        bad = [k for k in keys if not isinstance(rec[k], str)]
+        if bad:
+            raise EmosaeError(f"{path}:{ln}: {', '.join(bad)} must be text, not {rec[bad[0]]!r}")
         yield ln, rec
 
 
@@ -329,8 +347,7 @@ def iter_corpus(sources: Sequence[str] | None = None) -> Iterator[tuple[str, str
     """
     for src in sources or BUNDLED_CORPUS:
         if src in BUNDLED_CORPUS:
-            with gzip.open(corpus_path(src), "rt", encoding="utf-8") as f:
-                yield from ((src, d) for d in _docs_from_text(f.read()))
+            yield from ((src, d) for d in _docs_from_text(_read_text(corpus_path(src))))
         elif src.startswith("hf:"):
             try:
                 import datasets  # type: ignore[import-not-found]
@@ -354,8 +371,6 @@ def iter_corpus(sources: Sequence[str] | None = None) -> Iterator[tuple[str, str
             if p.suffix == ".jsonl":
                 yield from ((src, r["text"]) for _, r in _read_jsonl(p, ("text",)))
             elif p.name.endswith((".txt", ".txt.gz")):
-                opener = gzip.open if p.name.endswith(".gz") else open
-                with opener(p, "rt", encoding="utf-8") as f:
-                    yield from ((src, d) for d in _docs_from_text(f.read()))
+                yield from ((src, d) for d in _docs_from_text(_read_text(p)))
             else:
                 raise EmosaeError(f"{src}: corpus files must be .txt, .txt.gz or .jsonl")

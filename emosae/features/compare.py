@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.layout import CompareFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.lm.hooks import hook_layer
 from emosae.probes.fit import ProbeConfig, fit_logistic, topk_accuracy
@@ -130,19 +129,21 @@ def compare_features(
     probes: ProbeFiles, sae_files: SAEFiles, label_files: LabelFiles, out: CompareFiles
 ) -> dict[str, Any]:
     """Probe vectors vs SAE features at the SAE's layer; writes compare.json."""
-    from emosae.probes.vectors import load_story_acts
+    from emosae.probes.vectors import load_story_acts, load_vectors
     from emosae.sae.training import load_sae
 
-    out.dir.mkdir(parents=True, exist_ok=True)
+    folders.claim(out.dir, "compare")
     acts = load_story_acts(probes)
     t, meta, lab = acts.tensors, acts.meta, acts.labels
-    vmeta, results = io.read_json(probes.vectors_meta), io.read_json(probes.results)
+    t_vec, vmeta = load_vectors(probes)
+    results = io.read_json(probes.results)
+    folders.verify(label_files.dir)
     labels = io.read_json(label_files.labels)
-    scores = load_file(str(label_files.scores))
+    scores = io.load_tensors(label_files.scores)
     sae = load_sae(sae_files.dir)
     W_dec = sae.W_dec.detach().float()
     layer = hook_layer(labels["hook"])
-    vecs = load_file(str(probes.vectors))[f"diffmean.L{layer}"]
+    vecs = t_vec[f"diffmean.L{layer}"]
     emotions, y, test = lab.emotions, lab.y, lab.heldout
     x = t["story_means"][:, meta["layers"].index(layer)]
     center = torch.stack([x[~test][y[~test] == e].mean(0) for e in range(len(emotions))]).mean(0)
@@ -167,4 +168,5 @@ def compare_features(
         "mean_resid_norm": vmeta["mean_resid_norm"][str(layer)],
     }
     io.write_json(out.compare, res)
+    folders.seal(out.dir, "compare")
     return res

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from emosae import data
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import CacheFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.core.provenance import code_version
@@ -23,6 +23,7 @@ from emosae.features.labels import (
     score_features,
     story_feature_acts,
 )
+from emosae.lm.hooks import hook_layer
 from emosae.probes.vectors import load_story_acts
 from emosae.sae.reader import ActivationCache
 from emosae.sae.training import load_sae
@@ -30,7 +31,9 @@ from emosae.sae.training import load_sae
 
 def sae_hook(sae_files: SAEFiles) -> str:
     """The hook an SAE checkpoint was trained on (from emosae's provenance json)."""
-    return io.read_json(sae_files.provenance)["hook"]
+    hook = io.read_json(sae_files.provenance).get("hook")
+    hook_layer(hook if isinstance(hook, str) else repr(hook))  # one-line error if malformed
+    return hook
 
 
 def label_features(
@@ -42,7 +45,6 @@ def label_features(
     cfg: LabelConfig,
 ) -> dict[str, Any]:
     """Score every feature for every emotion, label those that pass, describe them."""
-    out.dir.mkdir(parents=True, exist_ok=True)
     acts = load_story_acts(probes)
     t, meta = acts.tensors, acts.meta
     sae = load_sae(sae_files.dir)
@@ -55,6 +57,7 @@ def label_features(
         raise EmosaeError(
             f"SAE d_in {sae.cfg.d_in} does not match the activations' d_model {t['story_token_acts'].shape[1]}"
         )
+    folders.claim(out.dir, "labels")
     lab = acts.labels
     clusters = [e.cluster for e in data.load_emotions()]
     mean_SF, freq_SF = story_feature_acts(sae, t["story_token_acts"], t["story_token_lens"])
@@ -62,7 +65,7 @@ def label_features(
     result = assign_labels(scores, lab.emotions, clusters, cfg)
     feats = sorted(result["features"])
     lens = logit_lens(sae.W_dec.detach(), model, feats)
-    cache = ActivationCache.open(cache_files.dir, verify=False)
+    cache = ActivationCache.open(cache_files.dir)
     ctxs = top_cache_contexts(sae, cache, hook, feats, model.tokenizer, cfg)
     story_ctx = top_story_contexts(
         sae,
@@ -88,4 +91,5 @@ def label_features(
     tensors = {k: torch.from_numpy(np.nan_to_num(v)).float() for k, v in scores.items()}
     io.save_tensors(out.scores, {"story_feature_mean": mean_SF.contiguous(), **tensors})
     io.write_json(out.labels, result)
+    folders.seal(out.dir, "labels")
     return result

@@ -68,7 +68,19 @@ def render_chat(model: HookedTransformer, conversation: str | Sequence[Message])
     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
     if model.cfg.default_prepend_bos and tok.bos_token_id is not None:
         ids = torch.cat([torch.tensor([tok.bos_token_id]), ids])
+    check_fits_context(model, len(ids))
     return ChatTokens(text=text, tokens=ids, read_pos=len(ids) - 1)
+
+
+def check_fits_context(model: HookedTransformer, n_tokens: int, new_tokens: int = 0) -> None:
+    """Refuse a prompt (plus the tokens to generate) longer than the model's context:
+    we refuse rather than truncate, since a cut conversation reads a different emotion."""
+    n_ctx = model.cfg.n_ctx
+    if n_tokens + new_tokens > n_ctx:
+        extra = f" plus {new_tokens} new tokens" if new_tokens else ""
+        raise EmosaeError(
+            f"the prompt is {n_tokens} tokens{extra}, more than the model's context of {n_ctx}"
+        )
 
 
 def dialogue_text(tokenizer: Any, user: str, assistant: str) -> str:
@@ -101,7 +113,12 @@ def chat_reply(
 ) -> str:
     """Generate the assistant's reply (greedy when temperature is 0), stopping at the
     end of the turn. Hooks active on `model` (e.g. steering) apply to every step."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise EmosaeError(f"max_new_tokens must be an integer >= 1, not {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise EmosaeError(f"temperature must be >= 0, not {temperature!r}")
     chat = render_chat(model, conversation)
+    check_fits_context(model, len(chat.tokens), max_new_tokens)
     if seed is not None:
         torch.manual_seed(seed)
     inp = chat.tokens[None].to(model.cfg.device)

@@ -57,13 +57,19 @@ def check_hooks(model: Any, hooks: Sequence[str]) -> list[str]:
     return list(hooks)
 
 
+def check_layers(n_layers: int, layers: Sequence[int]) -> list[int]:
+    """`layers` sorted and unique; one-line error for a layer out of range (or none)."""
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad or not layers:
+        raise EmosaeError(
+            f"layer {bad or list(layers)} out of range: valid layers are 0..{n_layers - 1}"
+        )
+    return sorted(set(layers))
+
+
 def resid_hooks(model: Any, layers: Sequence[int]) -> list[str]:
     """Residual hooks of `layers` (sorted, unique); one-line error for a layer out of range."""
-    n = model.cfg.n_layers
-    bad = [layer for layer in layers if not 0 <= layer < n]
-    if bad or not layers:
-        raise EmosaeError(f"layer {bad or list(layers)} out of range: valid layers are 0..{n - 1}")
-    return [resid_hook(layer) for layer in sorted(set(layers))]
+    return [resid_hook(layer) for layer in check_layers(model.cfg.n_layers, layers)]
 
 
 def stop_layer(hooks: Sequence[str]) -> int:

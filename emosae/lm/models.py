@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""2: every file and the config hashed into meta.json (1: the weights only)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,26 @@ def list_models() -> list[str]:
             if ModelCacheFiles(p).meta.exists() and p.name not in names
         )
     return names
+
+
+def model_dims(name: str | None = None) -> tuple[int, int] | None:
+    """(n_layers, d_model) of a model without loading it, when known: an embedded model
+    already converted into the cache. None otherwise (load it to know)."""
+    meta = ModelCacheFiles(cache_root() / "models" / (name or DEFAULT_MODEL)).meta
+    try:
+        cfg = json.loads(meta.read_text())["cfg"]
+        return int(cfg["n_layers"]), int(cfg["d_model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_layers_early(name: str | None, layers: list[int]) -> None:
+    """Refuse layers out of range before anything loads, where the model's depth is known."""
+    from emosae.lm.hooks import check_layers
+
+    dims = model_dims(name)
+    if dims is not None and layers:
+        check_layers(dims[0], layers)
 
 
 def load_model(
@@ -288,12 +309,15 @@ def _write_cache(model: HookedTransformer, folder: Path, spec: EmbeddedModel) ->
         sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(sd, str(files.weights))
         model.tokenizer.save_pretrained(str(files.tokenizer))
+        cfg = _jsonable_cfg(model.cfg)
         meta = {
             "format": CACHE_FORMAT,
             "name": spec.name,
             "source": str(spec.gguf_path().name),
-            "cfg": _jsonable_cfg(model.cfg),
+            "cfg": cfg,
+            "cfg_sha256": io.hash_json(cfg),
             "sha256": io.sha256_file(files.weights),
+            "files": files.hashes(),
         }
         files.meta.write_text(json.dumps(meta, indent=1))
 
@@ -309,6 +333,8 @@ def _read_cache(folder: Path) -> HookedTransformer:
         raise ValueError(f"cache format {meta.get('format')} != {CACHE_FORMAT}")
     if io.sha256_file(files.weights) != meta["sha256"]:
         raise ValueError(f"sha256 of {files.weights.name} does not match {files.meta.name}")
+    if files.hashes() != meta["files"] or io.hash_json(meta["cfg"]) != meta["cfg_sha256"]:
+        raise ValueError("a file or the config differs from what was converted (edited?)")
     cfg_d = dict(meta["cfg"])
     cfg_d["dtype"] = getattr(torch, cfg_d.get("dtype", "float32"))
     cfg_d["device"] = "cpu"

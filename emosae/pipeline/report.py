@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emosae import data
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.layout import RunLayout
 from emosae.core.tracking import WandbConfig, finish, init_wandb
 from emosae.pipeline.headline import headline_rows
@@ -81,11 +81,13 @@ def _page(L: RunLayout, rows: list[dict[str, str]], figs: list[Path], lab: dict 
 
 def write_report(L: RunLayout, wandb_cfg: WandbConfig | None = None) -> list[Path]:
     """Plots, headline.json and index.html in the report folder; the same to wandb."""
+    folders.claim(L.report.dir, "report")
     figs = draw_all(L)
     rows = headline_rows(L)
     io.write_json(L.report.headline, rows)
     lab = io.read_json(L.labels.labels) if L.labels.labels.exists() else None
     io.write_text(L.report.index, _page(L, rows, figs, lab))
+    folders.seal(L.report.dir, "report")
     _log_wandb(L, wandb_cfg or WandbConfig(), rows, figs, lab)
     return report_outputs(L)
 

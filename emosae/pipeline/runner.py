@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout
 from emosae.core.log import logger
 from emosae.core.provenance import code_version
+from emosae.lm.models import check_layers_early
 from emosae.pipeline.config import RunConfig
+from emosae.pipeline.headline import headline_rows
 from emosae.pipeline.stages import STAGE_NAMES, STAGES, Stage, StageContext
 
 
@@ -86,12 +88,21 @@ def run_pipeline(
     cfg: RunConfig, *, only: tuple[str, ...] = (), model: Any = None
 ) -> dict[str, Any]:
     """Run (or resume) every stage (or those in `only`); returns the headline numbers."""
-    from emosae.pipeline.headline import headline_rows
 
     bad = [s for s in only if s not in STAGE_NAMES]
     if bad:
         raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGE_NAMES)}")
-    layout = RunLayout(io.check_writable(cfg.out))
+    check_layers_early(cfg.model, [cfg.layer, *cfg.probes.layers])
+    folders.check_claimable(cfg.out, "run")
+    io.check_creatable(cfg.out)
+    with folders.lock(cfg.out):
+        layout = RunLayout(folders.claim(cfg.out, "run"))
+        return _run_stages(cfg, layout, only, model)
+
+
+def _run_stages(
+    cfg: RunConfig, layout: RunLayout, only: tuple[str, ...], model: Any
+) -> dict[str, Any]:
     log = StageLog(layout)
     ctx = StageContext(cfg, layout, model)
     todo = [s for s in STAGES if not only or s.name in only]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout
 from emosae.core.provenance import code_version
@@ -26,6 +26,7 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
     missing = [str(p) for p in need if not p.exists()]
     if missing:
         raise EmosaeError(f"cannot ship an unfinished run: missing {', '.join(missing)}")
+    folders.check_claimable(dest, "checkpoint")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_dir(dest) as tmp:
         to = RunLayout(tmp)
@@ -46,4 +47,12 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
         io.write_json(to.metrics, {"sae": sae_metrics, "headline": headline_rows(src)})
         prov = {"command": command, "code_version": code_version(), "source_run": str(src.root)}
         io.write_json(to.provenance, prov)
+        seal_checkpoint(to)
     return dest
+
+
+def seal_checkpoint(to: RunLayout) -> None:
+    """Seal each folder of a checkpoint, then the whole (its manifest of every file)."""
+    for kind in ("sae", "probes", "labels"):
+        folders.seal(getattr(to, kind).dir, kind)
+    folders.seal(to.root, "checkpoint")

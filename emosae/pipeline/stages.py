@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.layout import RunLayout
 from emosae.core.log import logger
 from emosae.experiments.behaviour import EXPERIMENTS
@@ -101,16 +101,15 @@ def _compare(ctx: StageContext) -> None:
 
 
 def _experiments(ctx: StageContext) -> None:
-    from safetensors.torch import load_file
-
     from emosae.experiments import behaviour as bh
     from emosae.experiments.readout import Readout
     from emosae.steering.directions import load_directions
 
     cfg, lay, model, layer = ctx.cfg.experiments, ctx.layout, ctx.model(), ctx.cfg.layer
-    emotions = io.read_json(lay.probes.vectors_meta)["emotions"]
-    vecs = load_file(str(lay.probes.vectors))[f"diffmean.L{layer}"]
-    ro = Readout(model, resid_hook(layer), vecs, emotions)
+    from emosae.probes.vectors import load_vectors
+
+    t, meta = load_vectors(lay.probes)
+    ro = Readout(model, resid_hook(layer), t[f"diffmean.L{layer}"], meta["emotions"])
     probe = load_directions(lay.root, kind="probe", layer=layer)
     sae = load_directions(lay.root, kind="sae")
     pref = {
@@ -126,11 +125,12 @@ def _experiments(ctx: StageContext) -> None:
         "generation": lambda: bh.generation(ro, probe, cfg),
         "pressure": lambda: bh.pressure(ro, probe, cfg),
     }
-    lay.experiments.dir.mkdir(parents=True, exist_ok=True)
+    folders.claim(lay.experiments.dir, "experiments")
     for name, fn in runs.items():
         if name not in cfg.skip:
             logger.info("  experiment %s", name)
             io.write_json(lay.experiments.result(name), fn())
+    folders.seal(lay.experiments.dir, "experiments")
 
 
 def _report(ctx: StageContext) -> None:

@@ -21,10 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from emosae import data
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import ProbeFiles
 from emosae.core.provenance import code_version
@@ -86,9 +85,9 @@ def sweep_layers(cfg: VectorsConfig, token_layer: int, n_layers: int) -> list[in
 
 def read_stories(cfg: VectorsConfig, model: Any, token_layer: int, files: ProbeFiles) -> Path:
     """Read stories and neutral dialogues; write the story activations (atomically)."""
-    files.dir.mkdir(parents=True, exist_ok=True)
     layers = sweep_layers(cfg, token_layer, model.cfg.n_layers)
     hooks = resid_hooks(model, layers)
+    folders.claim(files.dir, "probes")
     tok_hook = resid_hook(token_layer)
     stories = subset_stories(data.load_stories("all"), cfg.max_stories_per_emotion)
     dialogues = data.load_dialogues("train")
@@ -139,9 +138,13 @@ def load_story_acts(files: ProbeFiles) -> StoryActs:
     path = files.story_acts
     if not path.exists():
         raise EmosaeError(f"{path} is missing; run the probe stage first")
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["emosae"])
-    return StoryActs(load_file(str(path)), meta)
+    folders.verify(files.dir, [path.name])
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["emosae"])
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise EmosaeError(f"{path} is corrupt ({str(e).splitlines()[0]})") from None
+    return StoryActs(io.load_tensors(path), meta)
 
 
 def _fit_layer(cfg: VectorsConfig, x, neutral, lab: StoryLabels, geo_norms) -> tuple[dict, dict]:
@@ -216,4 +219,46 @@ def fit_vectors(cfg: VectorsConfig, files: ProbeFiles) -> dict[str, Any]:
     io.save_tensors(files.vectors, vec_tensors)
     io.write_json(files.vectors_meta, vmeta)
     io.write_json(files.results, results)
+    folders.seal(files.dir, "probes")
     return results
+
+
+def load_vectors(files: ProbeFiles) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A probe folder's vectors and their json, verified: the seal, the tensor names and
+    shapes against the json, finite values, finite positive mean residual norms."""
+    if not files.vectors_meta.exists():
+        raise EmosaeError(
+            f"no probe vectors in {files.dir} (need {files.vectors_meta.name} + {files.vectors.name})"
+        )
+    folders.verify(files.dir, [files.vectors.name, files.vectors_meta.name])
+    meta, t = io.read_json(files.vectors_meta), io.load_tensors(files.vectors)
+    try:
+        n_e, layers, norms = len(meta["emotions"]), meta["layers"], meta["mean_resid_norm"]
+    except (KeyError, TypeError):
+        raise EmosaeError(
+            f"{files.vectors_meta} lacks emotions, layers or mean_resid_norm"
+        ) from None
+    for name, v in t.items():
+        if v.ndim != 2 or v.shape[0] != n_e or not torch.isfinite(v).all():
+            raise EmosaeError(
+                f"{files.vectors}: {name} must be finite [{n_e} emotions, d_model], got {tuple(v.shape)}"
+            )
+    for layer in layers:
+        x = norms.get(str(layer))
+        if not isinstance(x, int | float) or not 0 < x < float("inf"):
+            raise EmosaeError(f"{files.vectors_meta}: mean_resid_norm of layer {layer} is {x!r}")
+    return t, meta
+
+
+def run_probe_job(job: ProbeJob, model: Any = None) -> dict[str, Any]:
+    """`emosae probes`: check everything that can be checked, then read and fit."""
+    from emosae.lm.models import check_layers_early, load_model
+
+    folders.check_claimable(job.out, "probes")
+    io.check_creatable(job.out)
+    check_layers_early(job.model, [job.token_layer, *job.probes.layers])
+    model = model if model is not None else load_model(job.model, device=job.device)
+    files = ProbeFiles(Path(job.out))
+    with folders.lock(job.out):
+        read_stories(job.probes, model, job.token_layer, files)
+        return fit_vectors(job.probes, files)

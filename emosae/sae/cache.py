@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.distributed import Dist
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import CacheFiles
@@ -119,15 +120,23 @@ def cache_activations(job: CacheJob, model: Any = None) -> Path:
     them into the same folder; rank 0 writes the manifest once all are done. The
     files are the same as a single-process run writes."""
     from emosae.core import distributed
-    from emosae.lm.models import load_model
+    from emosae.lm.models import check_layers_early, load_model
 
     d, dev = distributed.setup(job.device)
-    io.check_writable(job.out, f".{d.rank}")
+    # everything that can be checked is checked before the model loads or a file is written
+    folders.check_claimable(job.out, "cache")
+    io.check_creatable(job.out)
+    if not job.hook_names:
+        check_layers_early(job.model, list(job.layers))
     if model is None:
         with distributed.local_main_first(d):  # local rank 0 converts the model once per machine
             model = load_model(job.model, device=dev)
-    writer = CacheWriter(job.cache, CacheFiles(Path(job.out)), model, resolve_hooks(model, job), d)
-    return writer.run()
+    hooks = resolve_hooks(model, job)
+    with folders.lock(job.out) if d.is_main else nullcontext():
+        if d.is_main:
+            folders.claim(job.out, "cache")
+        d.barrier()
+        return CacheWriter(job.cache, CacheFiles(Path(job.out)), model, hooks, d).run()
 
 
 class CacheWriter:

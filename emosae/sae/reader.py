@@ -54,6 +54,29 @@ def mmap_tensor(path: Path, name: str) -> np.ndarray:
     )
 
 
+def _check_manifest(files: CacheFiles, man: dict[str, Any]) -> None:
+    """The manifest agrees with the shards' own headers (cheap: no data is read)."""
+    try:
+        hooks, d_model, shards = man["hooks"], int(man["d_model"]), man["shards"]
+    except (KeyError, TypeError, ValueError):
+        raise EmosaeError(f"{files.manifest} lacks hooks, d_model or shards") from None
+    for s in shards:
+        p = files.dir / s["shard"]
+        if not p.exists():
+            raise EmosaeError(f"shard {s['shard']} listed in the manifest is missing")
+        try:
+            hdr = _header(p)[0]
+        except (OSError, ValueError, struct.error):
+            raise EmosaeError(f"shard {s['shard']} is corrupt (unreadable header)") from None
+        for h in hooks:
+            shape = hdr.get(h, {}).get("shape")
+            if shape != [s["rows"], d_model]:
+                raise EmosaeError(
+                    f"{files.manifest} says {h} is [{s['rows']}, {d_model}] but {s['shard']} "
+                    f"holds {shape}"
+                )
+
+
 def _to_torch(a: np.ndarray, dtype: str) -> Tensor:
     t = torch.from_numpy(np.ascontiguousarray(a))
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
@@ -76,6 +99,7 @@ class ActivationCache:
                 "run `emosae cache`"
             )
         man = read_json(files.manifest)
+        _check_manifest(files, man)
         if verify:
             for s in man["shards"]:
                 p = files.dir / s["shard"]

@@ -12,13 +12,14 @@ skips finished checkpoints).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import SAEFiles
 from emosae.core.provenance import code_version
@@ -47,6 +48,10 @@ class SAEConfig:
     def __post_init__(self):
         if self.d_sae < 1 or self.k < 1:
             raise EmosaeError("d_sae and k must be positive")
+        if "topk" in self.architecture and self.k > self.d_sae:
+            raise EmosaeError(f"k ({self.k}) must be at most d_sae ({self.d_sae})")
+        if not (self.l1_coefficient >= 0 and self.l0_coefficient >= 0):
+            raise EmosaeError("l1_coefficient and l0_coefficient must be finite and >= 0")
 
     def name(self) -> str:
         sparsity = (
@@ -83,9 +88,15 @@ class TrainConfig:
     """Held-out contexts for CE-loss-recovered and KL."""
 
     def __post_init__(self):
-        if not (self.epochs > 0) or self.batch_size < 1:
-            raise EmosaeError("epochs and batch_size must be positive")
-        if not (self.lr > 0) or self.warmup_steps < 0 or self.eval_every < 2:
+        if not (0 < self.epochs < float("inf")) or self.batch_size < 1:
+            raise EmosaeError("epochs must be a finite positive number and batch_size >= 1")
+        lr_end_ok = self.lr_end is None or 0 <= self.lr_end < float("inf")
+        if (
+            not (0 < self.lr < float("inf"))
+            or not lr_end_ok
+            or self.warmup_steps < 0
+            or self.eval_every < 2
+        ):
             raise EmosaeError("lr must be positive, warmup_steps >= 0 and eval_every >= 2")
 
 
@@ -119,6 +130,14 @@ class TrainJob:
     def __post_init__(self):
         if self.sync_check_every < 0:
             raise EmosaeError("sync_check_every must be >= 0")
+        for w in self.sweep_d_sae or (self.train.sae.d_sae,):
+            for k in self.sweep_k or (self.train.sae.k,):
+                replace(self.train.sae, d_sae=w, k=k)  # validates each SAE of the sweep
+
+    @property
+    def kind(self) -> str:
+        """Folder kind of `out`: one SAE, or a folder of a sweep's SAEs."""
+        return "sae-sweep" if (self.sweep_k or self.sweep_hooks or self.sweep_d_sae) else "sae"
 
 
 def _training_sae(sae_cfg: SAEConfig, d_in: int, device: str, total_steps: int) -> Any:
@@ -259,9 +278,18 @@ def train_sae(job: TrainJob, model: Any = None) -> dict[str, Path]:
     cache.check_hook(job.hook or cache.hooks[0])
     specs = sweep_specs(job, cache)
     mode = parallel_mode(job, d.world_size, len(specs), d.active)
+    folders.check_claimable(job.out, job.kind)
+    io.check_writable(Path(job.out).parent, f".{d.rank}")
+    with folders.lock(job.out) if d.is_main else nullcontext():
+        return _train_all(job, cache, specs, mode, d, dev, model)
+
+
+def _train_all(job, cache, specs, mode, d, dev, model) -> dict[str, Path]:
     if mode == "sweep":
         specs = {n: specs[n] for n in sorted(specs)[d.rank :: d.world_size]}
     saves = mode != "data" or d.is_main
+    if job.kind == "sae-sweep" and d.is_main:
+        folders.claim(job.out, job.kind)
     cfg = job.train
     n_train = cache.n_rows - int(cache.meta("context_ids", "eval", cfg.eval_every).numel())
     run_name = Path(job.out).name + (f"-rank{d.rank}" if mode == "sweep" else "")
@@ -366,6 +394,7 @@ def save_and_evaluate(
 
     sae_cfg, hook = spec
     dev = str(next(sae.parameters()).device)
+    folders.check_claimable(folder, "sae")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_dir(folder) as tmp:
         files = SAEFiles(tmp)
@@ -387,6 +416,7 @@ def save_and_evaluate(
         io.write_json(files.provenance, prov)
         metrics = evaluate_sae(load_sae(tmp, dev), cache, hook, job.train, model=model)
         io.write_json(files.metrics, metrics)
+        folders.seal(tmp, "sae")
     return folder
 
 
@@ -405,4 +435,13 @@ def load_sae(folder: str | Path, device: str = "cpu") -> Any:
     files = SAEFiles(Path(folder))
     if not files.cfg.exists():
         raise EmosaeError(f"{files.dir} is not an SAE checkpoint (no {files.cfg.name})")
-    return SAE.load_from_disk(str(files.dir), device=device, dtype="float32")
+    folders.verify(files.dir)
+    try:
+        sae = SAE.load_from_disk(str(files.dir), device=device, dtype="float32")
+    except Exception as e:  # noqa: BLE001 - sae-lens raises many types for a bad file
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EmosaeError(f"{files.dir} is not a loadable SAE checkpoint: {first}") from None
+    for name, t in sae.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise EmosaeError(f"{files.dir}: SAE tensor {name} has non-finite values")
+    return sae

@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from safetensors.torch import load_file
-
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout, shipped_checkpoint
 from emosae.lm.hooks import hook_layer, resid_hook
+from emosae.probes.vectors import load_vectors
 from emosae.steering.vector import SteeringVector
 
 
@@ -49,15 +48,11 @@ def load_directions(
 
 
 def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, SteeringVector]:
-    probe = _probe_files(root)
-    if not probe.vectors_meta.exists():
-        raise EmosaeError(f"no probe vectors in {root} (need vectors.json + vectors.safetensors)")
-    meta = io.read_json(probe.vectors_meta)
+    t, meta = load_vectors(_probe_files(root))
     # default: the layer the folder's SAE and experiments use (the probe stage's token layer)
     if layer is None:
         layer = meta.get("token_layer", meta["config"].get("token_layer", meta["best_layer"]))
     key = f"{method}.L{layer}"
-    t = load_file(str(probe.vectors))
     if key not in t:
         raise EmosaeError(f"no {method} vectors for layer {layer}; layers here: {meta['layers']}")
     hook, norm = resid_hook(layer), meta["mean_resid_norm"][str(layer)]
@@ -77,6 +72,7 @@ def _sae_directions(
     if not lab.labels.exists():
         raise EmosaeError(f"no feature labels in {root} (need labels.json)")
     run = RunLayout(lab.dir.parent)
+    folders.verify(lab.dir, [lab.labels.name])
     labels = io.read_json(lab.labels)
     sae = load_sae(Path(sae_dir) if sae_dir else run.sae.dir)
     vmeta = io.read_json(

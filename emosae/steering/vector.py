@@ -10,7 +10,7 @@ of a typical residual vector at that layer; with `relative=False` it is
 from __future__ import annotations
 
 import itertools
-import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,13 +18,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from safetensors.torch import load_file
+import torch
 from torch import Tensor
 
 from emosae.core import io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import vector_files
-from emosae.lm.hooks import block_layer
+from emosae.core.log import logger
+from emosae.lm.hooks import block_layer, hook_layer
 
 _LEVELS = itertools.count(1_000_000)  # private hook levels, so removal touches only ours
 
@@ -55,15 +56,25 @@ class SteeringVector:
     def __post_init__(self):
         vecs = {}
         for h, v in self.vectors.items():
+            hook_layer(h)  # one-line error for a malformed hook name
             if v.ndim != 1:
                 raise EmosaeError(
                     f"steering direction for {h} must be 1-D [d_model], got {tuple(v.shape)}"
                 )
+            if not torch.isfinite(v).all():
+                raise EmosaeError(f"steering direction for {h} has non-finite values")
             t = v.detach().float().cpu().clone()
             t.requires_grad_(False)
             vecs[h] = t
         if not vecs:
             raise EmosaeError("a steering vector needs at least one hook")
+        if len({v.shape[0] for v in vecs.values()}) > 1:
+            raise EmosaeError("all directions of a steering vector must have the same width")
+        for h, n in self.mean_norms.items():
+            if not (isinstance(n, int | float) and 0 < n < float("inf")):
+                raise EmosaeError(
+                    f"mean residual norm of {h} must be finite and positive, not {n!r}"
+                )
         object.__setattr__(self, "vectors", _frozen(vecs))
         object.__setattr__(
             self, "mean_norms", _frozen({k: float(v) for k, v in self.mean_norms.items()})
@@ -153,6 +164,8 @@ class SteeringVector:
 
     # ---------------------------------------------------------------- hooks
     def scaled(self, hook: str, strength: float, relative: bool) -> Tensor:
+        if not math.isfinite(strength):
+            raise EmosaeError(f"strength must be a finite number, not {strength!r}")
         if not relative:
             return strength * self.vectors[hook]
         if hook not in self.mean_norms:
@@ -176,9 +189,7 @@ class SteeringVector:
 
         Position bookkeeping: a forward over more than one token starts a new sequence;
         single-token forwards (KV-cache decoding) continue it."""
-        for h in self.vectors:
-            if h not in model.hook_dict:
-                raise EmosaeError(f"model has no hook {h!r}")
+        self._check_fits(model, strength)
         added = {h: self.scaled(h, strength, relative) for h in self.vectors}
         seen: dict[str, int] = {}
         level = next(_LEVELS)
@@ -213,6 +224,29 @@ class SteeringVector:
             for h in self.vectors:
                 model.hook_dict[h].remove_hooks("fwd", level=level)
 
+    @property
+    def d_model(self) -> int:
+        return next(iter(self.vectors.values())).shape[0]
+
+    def _check_fits(self, model: Any, strength: float) -> None:
+        """Refuse a non-finite strength, a missing hook or another width; warn (and go on)
+        when the model's name differs from the one the vector was made for: a fine-tune
+        or a renamed copy of the same model is a legitimate target."""
+        if not math.isfinite(strength):
+            raise EmosaeError(f"strength must be a finite number, not {strength!r}")
+        if self.d_model != model.cfg.d_model:
+            raise EmosaeError(
+                f"this vector is {self.d_model}-dimensional ({self.model}) but the model's "
+                f"d_model is {model.cfg.d_model}"
+            )
+        for h in self.vectors:
+            if h not in model.hook_dict:
+                raise EmosaeError(f"model has no hook {h!r}")
+        if getattr(model.cfg, "model_name", self.model) != self.model:
+            logger.warning(
+                "steering %s with a vector made for %s", model.cfg.model_name, self.model
+            )
+
     # ---------------------------------------------------------------- io
     def save(self, path: str | Path) -> Path:
         """Write `<path>.safetensors` + `<path>.json` (temp names, then rename)."""
@@ -225,6 +259,7 @@ class SteeringVector:
             "model": self.model,
             "mean_norms": dict(self.mean_norms),
             "hooks": list(self.vectors),
+            "norms": {h: float(v.norm()) for h, v in self.vectors.items()},
         }
         io.save_tensors(st, {h: v.contiguous() for h, v in self.vectors.items()})
         io.write_json(js, meta)
@@ -236,11 +271,18 @@ class SteeringVector:
         st, js = vector_files(path)
         if not st.exists() or not js.exists():
             raise EmosaeError(f"no steering vector at {path} (need {st.name} and {js.name})")
-        meta = json.loads(js.read_text())
-        return cls(
-            load_file(str(st)),
-            meta["emotion"],
-            meta["source"],
-            meta["model"],
-            meta.get("mean_norms", {}),
-        )
+        meta, tensors = io.read_json(js), io.load_tensors(st)
+        try:
+            hooks, norms = list(meta["hooks"]), meta.get("norms", {})
+            args = (meta["emotion"], meta["source"], meta["model"], meta.get("mean_norms", {}))
+        except (KeyError, TypeError):
+            raise EmosaeError(f"{js} lacks emotion, source, model or hooks") from None
+        if sorted(tensors) != sorted(hooks):
+            raise EmosaeError(
+                f"{st} holds tensors {sorted(tensors)} but {js.name} lists hooks {sorted(hooks)}"
+            )
+        vec = cls(tensors, *args)
+        for h, n in norms.items():
+            if h not in vec.vectors or abs(float(vec.vectors[h].norm()) - n) > 1e-4 * max(1.0, n):
+                raise EmosaeError(f"{st}: the direction for {h} does not have its recorded norm")
+        return vec
