@@ -29,12 +29,23 @@ class _RankZero(logging.Filter):
 logger.addFilter(_RankZero())
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever `sys.stderr` is when a record is emitted (not when the
+    handler was made), so redirections and test captures see every message."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(level: int = logging.INFO) -> None:
     """Print emosae's messages on stderr as `emosae: message` (the CLI does this once)."""
-    if any(getattr(h, "_emosae", False) for h in logger.handlers):
-        return
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(logging.Formatter("emosae: %(message)s"))
-    h._emosae = True  # type: ignore[attr-defined]
-    logger.addHandler(h)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        h = _Stderr()
+        h.setFormatter(logging.Formatter("emosae: %(message)s"))
+        logger.addHandler(h)
     logger.setLevel(level)

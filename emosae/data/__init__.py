@@ -100,9 +100,15 @@ def _read_text(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, keys: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Records of a jsonl file: each an object with `keys`, whose values are strings
-    unless they are lists or numbers by design. Errors name the file and line."""
-    for ln, line in enumerate(_read_text(path).splitlines(), 1):
+    """Records of a jsonl file: each an object with `keys`, whose values are text.
+    Errors name the file and line."""
+    return _records(path, _read_text(path).splitlines(), keys)
+
+
+def _records(
+    path: Path, lines: Sequence[str], keys: Sequence[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    for ln, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -335,6 +341,38 @@ def _docs_from_text(text: str) -> Iterator[str]:
         para = para.strip()
         if para:
             yield para
+
+
+def check_sources(sources: Sequence[str]) -> None:
+    """Fail fast, before any model loads or file is written, on a corpus source that
+    cannot be read: a missing file, a wrong suffix, or a bad start (the first 64 KiB
+    must be UTF-8, and a .jsonl file's first records valid)."""
+    for src in sources:
+        if src in BUNDLED_CORPUS or src.startswith("hf:"):
+            continue
+        p = Path(src)
+        if not p.is_file():
+            raise EmosaeError(
+                f"{src}: no such corpus file or bundled corpus ({', '.join(BUNDLED_CORPUS)})"
+            )
+        if not p.name.endswith((".txt", ".txt.gz", ".jsonl")):
+            raise EmosaeError(f"{src}: corpus files must be .txt, .txt.gz or .jsonl")
+        opener = gzip.open if p.name.endswith(".gz") else open
+        try:
+            with opener(p, "rb") as f:
+                head = f.read(1 << 16)
+        except (OSError, EOFError) as e:
+            raise EmosaeError(f"{src}: cannot read ({e})") from None
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(head) - 4:  # not just a character cut at the 64 KiB mark
+                raise EmosaeError(f"{src}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+            text = head[: e.start].decode("utf-8")
+        if p.suffix == ".jsonl":
+            lines = text.splitlines()[:-1] if len(head) == 1 << 16 else text.splitlines()
+            for _ in _records(p, lines, ("text",)):
+                pass
 
 
 def iter_corpus(sources: Sequence[str] | None = None) -> Iterator[tuple[str, str]]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emosae import data
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout
@@ -93,6 +94,7 @@ def run_pipeline(
     if bad:
         raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGE_NAMES)}")
     check_layers_early(cfg.model, [cfg.layer, *cfg.probes.layers])
+    data.check_sources(cfg.cache.corpus.sources)
     folders.check_claimable(cfg.out, "run")
     io.check_creatable(cfg.out)
     with folders.lock(cfg.out):

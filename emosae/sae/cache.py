@@ -33,10 +33,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from emosae import data
 from emosae.core import folders, io
 from emosae.core.distributed import Dist
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import CacheFiles
+from emosae.core.log import logger
 from emosae.core.provenance import code_version
 from emosae.lm.hooks import check_hooks, resid_hooks, stop_layer
 from emosae.sae.contexts import (
@@ -126,6 +128,7 @@ def cache_activations(job: CacheJob, model: Any = None) -> Path:
     # everything that can be checked is checked before the model loads or a file is written
     folders.check_claimable(job.out, "cache")
     io.check_creatable(job.out)
+    data.check_sources(job.cache.corpus.sources)
     if not job.hook_names:
         check_layers_early(job.model, list(job.layers))
     if model is None:
@@ -189,6 +192,14 @@ class CacheWriter:
         n_shards = -(-self.total_ctx // self.cps)
         mine = [i for i in range(n_shards) if shard_owner(i, self.d.world_size) == self.d.rank]
         self.todo = {i for i in mine if shard_done(self.files, i) is None}
+        if self.todo and len(self.todo) < len(mine):
+            logger.info(
+                "resuming %s: %d of %d shards to compute (%s)",
+                self.files.dir,
+                len(self.todo),
+                len(mine),
+                ", ".join(map(str, sorted(self.todo)[:10])),
+            )
         self.pbar = tqdm(
             total=self.tokens_in(mine),
             initial=self.tokens_in([i for i in mine if i not in self.todo]),

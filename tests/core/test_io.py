@@ -110,7 +110,10 @@ def test_only_rank_zero_logs_unless_asked(monkeypatch, caplog):
     assert got == ["rank 1 failed", "all ranks now", "from rank 0"]
 
 
-def test_library_is_silent_until_configured(capsys):
+def test_library_is_silent_until_configured(capsys, monkeypatch):
+    ours = [h for h in log.logger.handlers if isinstance(h, log._Stderr)]
+    monkeypatch.setattr(log.logger, "handlers", [h for h in log.logger.handlers if h not in ours])
+    monkeypatch.setattr(log.logger, "level", logging.NOTSET)
     log.logger.info("nobody asked")
     out = capsys.readouterr()
     assert out.out == "" and "nobody asked" not in out.err

@@ -86,19 +86,37 @@ def test_chat_read_position_is_end_of_assistant_header(real_model):
     assert real_model.tokenizer.decode(chat.tokens[-3:]) == "assistant\n"
 
 
+def _flip_weights(dst):
+    weights = dst / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 2)
+        f.write(b"\x00\x01\x02\x03")
+
+
+def _edit_eps(dst):
+    meta = json.loads((dst / "meta.json").read_text())
+    meta["cfg"]["eps"] = 0.5  # a plausible-looking edit: garbage replies if trusted
+    (dst / "meta.json").write_text(json.dumps(meta))
+
+
+def _edit_chat_template(dst):
+    (t,) = (dst / "tokenizer").glob("chat_template.jinja")
+    t.write_text("{{ messages[0]['content'] }}")
+
+
 @pytest.mark.real
-def test_corrupt_cache_is_rebuilt(monkeypatch, tmp_path, real_model):
+@pytest.mark.parametrize("tamper", [_flip_weights, _edit_eps, _edit_chat_template])
+def test_corrupt_or_edited_cache_is_rebuilt(monkeypatch, tmp_path, real_model, tamper, caplog):
     src = cache_root() / "models" / DEFAULT_MODEL
     assert (src / "meta.json").exists()  # the real_model fixture populated it
     monkeypatch.setenv("EMOSAE_CACHE", str(tmp_path))
     dst = tmp_path / "models" / DEFAULT_MODEL
     shutil.copytree(src, dst)
-    weights = dst / "model.safetensors"
-    with open(weights, "r+b") as f:
-        f.seek(weights.stat().st_size // 2)
-        f.write(b"\x00\x01\x02\x03")
     old_sha = json.loads((dst / "meta.json").read_text())["sha256"]
-    model = load_model()
+    tamper(dst)
+    with caplog.at_level("WARNING", logger="emosae"):
+        model = load_model()
+    assert "unusable" in caplog.text and "rebuilding" in caplog.text
     assert json.loads((dst / "meta.json").read_text())["sha256"] == old_sha
     toks = render_chat(model, "Hello").tokens[None]
     with torch.no_grad():
