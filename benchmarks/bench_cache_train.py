@@ -44,9 +44,10 @@ import torch
 
 from emosae.lm.models import load_model
 from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
+from emosae.sae.config import SAEConfig, TrainConfig
 from emosae.sae.contexts import CorpusConfig, iter_contexts
 from emosae.sae.reader import ActivationCache, batch_stream
-from emosae.sae.training import SAEConfig, TrainConfig, _training_sae, trainer_config
+from emosae.sae.training import _training_sae, trainer_config
 
 CTX = 128  # tokens per context
 SHARD_CONTEXTS = 256  # CacheConfig.contexts_per_shard default; sae-lens buffers match it

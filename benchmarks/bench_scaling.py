@@ -40,8 +40,9 @@ def worker(args: argparse.Namespace) -> None:
     from emosae.core.tracking import WandbConfig
     from emosae.lm.models import load_model
     from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
+    from emosae.sae.config import SAEConfig, TrainConfig, TrainJob
     from emosae.sae.contexts import CorpusConfig
-    from emosae.sae.training import SAEConfig, TrainConfig, TrainJob, train_sae
+    from emosae.sae.training import train_sae
 
     d, dev = distributed.setup(args.device)
     out = Path(args.dir)

@@ -27,7 +27,7 @@ _LAZY = {
     "run_pipeline": "emosae.pipeline.runner",
     "CacheJob": "emosae.sae.cache",
     "cache_activations": "emosae.sae.cache",
-    "TrainJob": "emosae.sae.training",
+    "TrainJob": "emosae.sae.config",
     "train_sae": "emosae.sae.training",
     "load_sae": "emosae.sae.training",
 }

@@ -62,7 +62,8 @@ def _cache(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from emosae.core.io import read_json
     from emosae.core.layout import SAEFiles
-    from emosae.sae.training import TrainJob, train_sae
+    from emosae.sae.config import TrainJob
+    from emosae.sae.training import train_sae
 
     for name, folder in train_sae(_parse_dataclass(TrainJob, args.rest, "emosae train")).items():
         m = read_json(SAEFiles(Path(folder)).metrics)
@@ -117,6 +118,23 @@ def _existing_run(run: str):
     return L
 
 
+def _export(args: argparse.Namespace) -> None:
+    from emosae.steering.directions import load_directions
+
+    vecs = load_directions(args.directions, kind=args.kind)
+    if args.emotion not in vecs:
+        raise EmosaeError(f"unknown emotion {args.emotion!r}; known: {', '.join(sorted(vecs))}")
+    v = vecs[args.emotion]
+    if args.format == "gguf":
+        from emosae.steering.export import export_gguf
+
+        print(
+            f"wrote {export_gguf(v, args.out)} (llama-cli --control-vector-scaled FILE S, S relative)"
+        )
+    else:
+        print(f"wrote {v.save(args.out)} and its .json")
+
+
 def _steer(args: argparse.Namespace) -> None:
     from emosae.cli.steer import steer_command
 
@@ -154,12 +172,14 @@ def add_subcommands(
         s.add_argument("--run", default="runs/default", help="run folder of `emosae run`")
         s.add_argument("--model", default=None)
         handlers[name] = fn
-    s = sub.add_parser("steer", help="generate with and without an emotion steering vector")
-    s.add_argument("--emotion", required=True)
-    s.add_argument("--strength", type=float, default=0.1, help="relative to the mean residual norm")
-    s.add_argument("--prompt", default="Tell me about your weekend.")
-    s.add_argument("--kind", default="probe", choices=["probe", "sae"])
-    s.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
-    s.add_argument("--max-new-tokens", type=int, default=60)
-    s.add_argument("--model", default=None)
+    from emosae.cli.steer import add_parser
+
+    add_parser(sub)
+    e = sub.add_parser("export", help="export a steering vector (llama.cpp GGUF or safetensors)")
+    e.add_argument("--emotion", required=True)
+    e.add_argument("--format", default="gguf", choices=["gguf", "safetensors"])
+    e.add_argument("--out", required=True, help="file (gguf) or path stem (safetensors)")
+    e.add_argument("--kind", default="probe", choices=["probe", "sae"])
+    e.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
+    handlers["export"] = _export
     handlers["steer"] = _steer

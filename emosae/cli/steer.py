@@ -1,4 +1,5 @@
-"""`emosae steer`: generate with and without a steering vector, side by side."""
+"""`emosae steer`: generate with and without a steering vector, side by side; with
+`--calibrate`, sweep the strength and print effect and coherence per strength."""
 
 from __future__ import annotations
 
@@ -12,27 +13,99 @@ from emosae.lm.models import load_model
 from emosae.steering.directions import load_directions
 
 
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("steer", help="generate with and without an emotion steering vector")
+    s.add_argument("--emotion", required=True, nargs="+", help="emotion(s); `all` with --calibrate")
+    s.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="relative to the mean residual norm (default: the vector's calibrated strength)",
+    )
+    s.add_argument("--prompt", default="Tell me about your weekend.")
+    s.add_argument("--kind", default="probe", choices=["probe", "sae"])
+    s.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
+    s.add_argument("--max-new-tokens", type=int, default=60)
+    s.add_argument("--model", default=None)
+    c = s.add_argument_group("calibration")
+    c.add_argument("--calibrate", action="store_true", help="sweep the strength instead")
+    c.add_argument("--strengths", type=float, nargs="+", default=None)
+    c.add_argument("--n-prompts", type=int, default=None, help="neutral prompts per strength")
+    c.add_argument("--budget", type=float, default=None, help="max steered/unsteered perplexity")
+    c.add_argument("--save", action="store_true", help="keep the result in the directions folder")
+    return s
+
+
 def steer_command(args: argparse.Namespace) -> None:
-    if not math.isfinite(args.strength):
+    if args.strength is not None and not math.isfinite(args.strength):
         raise EmosaeError(f"--strength must be a finite number, not {args.strength}")
     if args.max_new_tokens < 1:
         raise EmosaeError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}")
     vecs = load_directions(args.directions, kind=args.kind)
-    if args.emotion not in vecs:
-        raise EmosaeError(f"unknown emotion {args.emotion!r}; known: {', '.join(sorted(vecs))}")
+    names = sorted(vecs) if args.emotion == ["all"] else args.emotion
+    unknown = [e for e in names if e not in vecs]
+    if unknown:
+        raise EmosaeError(f"unknown emotion {unknown[0]!r}; known: {', '.join(sorted(vecs))}")
+    if args.calibrate:
+        return _calibrate(args, [vecs[e] for e in names])
+    if len(names) != 1:
+        raise EmosaeError("side by side steering takes one --emotion (or use --calibrate)")
+    v = vecs[names[0]]
+    if args.strength is None and v.default_strength is None:
+        raise EmosaeError(
+            f"{v.emotion} has no calibrated strength here; pass --strength or run "
+            f"`emosae steer --calibrate --emotion {v.emotion} --save`"
+        )
+    strength = args.strength if args.strength is not None else v.default_strength
     model = load_model(args.model)
-    v = vecs[args.emotion]
     plain = chat_reply(model, args.prompt, max_new_tokens=args.max_new_tokens)
     start = len(render_chat(model, args.prompt).tokens) - 1
-    with v.apply(model, args.strength, from_pos=start):
+    with v.apply(model, strength, from_pos=start):
         steered = chat_reply(model, args.prompt, max_new_tokens=args.max_new_tokens)
     w = 48
     left = textwrap.wrap(plain, w) or [""]
     right = textwrap.wrap(steered, w) or [""]
-    print(f"prompt: {args.prompt}\nvector: {v!r} strength {args.strength:+g} (relative)\n")
-    print(f"{'unsteered':<{w}} | {args.emotion} {args.strength:+g}")
+    how = "calibrated" if args.strength is None else "relative"
+    print(f"prompt: {args.prompt}\nvector: {v!r} strength {strength:+g} ({how})\n")
+    print(f"{'unsteered':<{w}} | {v.emotion} {strength:+g}")
     print("-" * w + "-+-" + "-" * w)
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
         print(f"{a:<{w}} | {b}")
+
+
+def _calibrate(args: argparse.Namespace, vecs: list) -> None:
+    from dataclasses import replace
+
+    from emosae.core.layout import RunLayout, shipped_checkpoint
+    from emosae.steering.calibration import CalibrationConfig, calibrate, save_calibrations
+
+    cfg = CalibrationConfig(max_new_tokens=min(args.max_new_tokens, 16))
+    for k, v in (
+        ("strengths", args.strengths),
+        ("n_prompts", args.n_prompts),
+        ("budget", args.budget),
+    ):
+        if v is not None:
+            cfg = replace(cfg, **{k: tuple(v) if k == "strengths" else v})
+    model = load_model(args.model)
+    cals = []
+    for vec in vecs:
+        cal = calibrate(vec, model, cfg=cfg)
+        cals.append(cal)
+        print(f"\n{vec!r}  (budget: perplexity ratio <= {cfg.budget:g})")
+        print(
+            f"{'strength':>8} {'readout':>8} {'valence':>8} {'ppl x':>7} {'KL':>7}  reply to the first prompt"
+        )
+        for i, s in enumerate(cal.strengths):
+            reply = cal.replies[str(s)].replace("\n", " ")[:60]
+            print(
+                f"{s:+8.2f} {cal.readout[i]:+8.2f} {cal.valence[i]:8.2f} {cal.ppl_ratio[i]:7.2f} "
+                f"{cal.kl[i]:7.3f}  {reply}"
+            )
+        rec = "none within budget" if cal.recommended is None else f"{cal.recommended:+g}"
+        print(f"recommended strength: {rec}")
+    if args.save:
+        root = RunLayout(args.directions or shipped_checkpoint())
+        print(f"\nsaved to {save_calibrations(root, args.kind, cals, cfg)}")

@@ -104,6 +104,19 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, default=float))
 
 
+def round_floats(obj: Any, digits: int = 12) -> Any:
+    """`obj` with every float rounded to `digits` significant digits: results that
+    LAPACK computes with a reduction order varying between processes (least squares)
+    then serialise to the same bytes, so reruns reproduce the file's hash."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [round_floats(v, digits) for v in obj]
+    return obj
+
+
 def save_tensors(
     path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
 ) -> Path:

@@ -13,6 +13,7 @@ A run folder (`emosae run --out DIR`):
                              vectors.json, results.json
     DIR/labels/              LabelFiles: labels.json, scores.safetensors
     DIR/compare/             CompareFiles: compare.json
+    DIR/calibrate/           CalibrationFiles: calibration.json
     DIR/experiments/         ExperimentFiles: <experiment>.json
     DIR/report/              ReportFiles: index.html, headline.json, <plot>.png
 
@@ -164,6 +165,21 @@ class CompareFiles:
 
 
 @dataclass(frozen=True)
+class CalibrationFiles:
+    """Strength calibrations of steering vectors (see `emosae.steering.calibration`)."""
+
+    dir: Path
+
+    @property
+    def calibration(self) -> Path:
+        """{"probe": {emotion: calibration}, "sae": {...}, "config": {...}}."""
+        return self.dir / "calibration.json"
+
+    def outputs(self) -> list[Path]:
+        return [self.calibration]
+
+
+@dataclass(frozen=True)
 class ExperimentFiles:
     dir: Path
 
@@ -255,6 +271,10 @@ class RunLayout:
     @property
     def compare(self) -> CompareFiles:
         return CompareFiles(self.root / "compare")
+
+    @property
+    def calibrate(self) -> CalibrationFiles:
+        return CalibrationFiles(self.root / "calibrate")
 
     @property
     def experiments(self) -> ExperimentFiles:

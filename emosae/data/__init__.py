@@ -14,12 +14,15 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from emosae.core.errors import EmosaeError
 
@@ -315,6 +318,36 @@ def emotion_norms(root: Path = RESOURCES) -> dict[str, Norm | None]:
     for e in load_emotions(root):
         out[e.name] = norms.get(e.name) or (norms.get(e.norm_lemma) if e.norm_lemma else None)
     return out
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def text_norms(text: str, norms: dict[str, Norm] | None = None) -> tuple[float, float, int]:
+    """Mean Warriner valence and arousal of the words of `text` that have norms
+    (a word is looked up as is, then with a plural/past/-ing ending undone)."""
+    norms = norms if norms is not None else load_norms()
+    vals, aros = [], []
+    for w in _WORD.findall(text.lower()):
+        n = norms.get(w)
+        if n is None:
+            for suf, rep in (
+                ("s", ""),
+                ("ies", "y"),
+                ("es", ""),
+                ("ed", ""),
+                ("ed", "e"),
+                ("ing", ""),
+                ("ing", "e"),
+            ):
+                if w.endswith(suf) and (n := norms.get(w[: -len(suf)] + rep)) is not None:
+                    break
+        if n is not None:
+            vals.append(n.valence)
+            aros.append(n.arousal)
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(vals)), float(np.mean(aros)), len(vals)
 
 
 # ------------------------------------------------------------------ general text

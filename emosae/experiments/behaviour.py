@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +24,10 @@ from tqdm.auto import tqdm
 
 from emosae import data
 from emosae.core.errors import EmosaeError
-from emosae.experiments.readout import Readout, ab_logit_tokens, ab_logodds
+from emosae.data import text_norms
 from emosae.lm.chat import chat_reply, render_chat
+from emosae.lm.chat import reply_perplexity as perplexity
+from emosae.lm.readout import Readout, ab_logit_tokens, ab_logodds
 from emosae.steering.vector import SteeringVector
 
 
@@ -205,91 +206,57 @@ def _span(model: Any, text: str, span: str) -> tuple[int, int]:
     return start, end
 
 
-_WORD = re.compile(r"[a-z]+")
-
-
-def text_norms(text: str, norms: dict[str, data.Norm]) -> tuple[float, float, int]:
-    """Mean Warriner valence and arousal of the words of `text` that have norms
-    (a word is looked up as is, then with a plural/past/-ing ending undone)."""
-    vals, aros = [], []
-    for w in _WORD.findall(text.lower()):
-        n = norms.get(w)
-        if n is None:
-            for suf, rep in (
-                ("s", ""),
-                ("ies", "y"),
-                ("es", ""),
-                ("ed", ""),
-                ("ed", "e"),
-                ("ing", ""),
-                ("ing", "e"),
-            ):
-                if w.endswith(suf) and (n := norms.get(w[: -len(suf)] + rep)) is not None:
-                    break
-        if n is not None:
-            vals.append(n.valence)
-            aros.append(n.arousal)
-    if not vals:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(vals)), float(np.mean(aros)), len(vals)
-
-
-@torch.no_grad()
-def perplexity(model: Any, prompt: str, reply: str) -> float:
-    """Perplexity of `reply` as the assistant's answer to `prompt`, unsteered."""
-    chat = render_chat(model, prompt)
-    rid = torch.tensor(model.tokenizer(reply, add_special_tokens=False)["input_ids"])
-    if len(rid) == 0:
-        return float("nan")
-    toks = torch.cat([chat.tokens, rid])[None].to(model.cfg.device)
-    lp = model(toks)[0, len(chat.tokens) - 1 : -1].float().log_softmax(-1)
-    nll = -lp.gather(1, rid.to(lp.device)[:, None]).mean()
-    return float(nll.exp())
+def _generate(
+    ro: Readout, vec: SteeringVector, emo: str, s: float, prompts: list[str], cfg: ExperimentConfig
+) -> list[dict[str, Any]]:
+    """Replies to `prompts` steered by `vec` at strength `s`, scored."""
+    rows = []
+    for p in tqdm(prompts, desc=f"generate {emo} {s:+.2f}", leave=False):
+        chat = render_chat(ro.model, p)
+        with vec.apply(ro.model, s, from_pos=len(chat.tokens) - 1):
+            text = chat_reply(ro.model, p, max_new_tokens=cfg.gen_tokens)
+        v, a, nw = text_norms(text)
+        rows.append(
+            {
+                "emotion": emo,
+                "strength": s,
+                "prompt": p,
+                "text": text,
+                "valence": v,
+                "arousal": a,
+                "n_norm_words": nw,
+                "perplexity": perplexity(ro.model, p, text),
+            }
+        )
+    return rows
 
 
 def generation(
     ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
 ) -> dict[str, Any]:
     prompts = data.load_neutral_prompts()[: cfg.gen_prompts]
-    norms = data.load_norms()
-    rows = []
-    for emo in cfg.gen_emotions:
-        if emo not in vectors:
-            continue
-        for s in cfg.gen_strengths:
-            for p in tqdm(prompts, desc=f"generate {emo} {s:+.2f}", leave=False):
-                chat = render_chat(ro.model, p)
-                with vectors[emo].apply(ro.model, s, from_pos=len(chat.tokens) - 1):
-                    text = chat_reply(ro.model, p, max_new_tokens=cfg.gen_tokens)
-                v, a, nw = text_norms(text, norms)
-                rows.append(
-                    {
-                        "emotion": emo,
-                        "strength": s,
-                        "prompt": p,
-                        "text": text,
-                        "valence": v,
-                        "arousal": a,
-                        "n_norm_words": nw,
-                        "perplexity": perplexity(ro.model, p, text),
-                    }
-                )
+    emos = [e for e in cfg.gen_emotions if e in vectors]
+    rows = [
+        r
+        for e in emos
+        for s in cfg.gen_strengths
+        for r in _generate(ro, vectors[e], e, s, prompts, cfg)
+    ]
     # Probe readout of the generated texts (as user-visible text, read at the reply start)
-    texts = [r["text"] or "." for r in rows]
-    proj = ro.at_reply(texts)
+    proj = ro.at_reply([r["text"] or "." for r in rows])
     for r, pr in zip(rows, proj, strict=True):
         r["readout"] = float(pr[ro.emotions.index(r["emotion"])])
     curves: dict[str, Any] = {}
     for emo in {r["emotion"] for r in rows}:
-        c = {}
-        for key in ("valence", "arousal", "readout", "perplexity"):
-            c[key] = [
+        curves[emo] = {
+            key: [
                 float(
                     np.nanmean([r[key] for r in rows if r["emotion"] == emo and r["strength"] == s])
                 )
                 for s in cfg.gen_strengths
             ]
-        curves[emo] = c
+            for key in ("valence", "arousal", "readout", "perplexity")
+        }
     base_ppl = float(np.nanmedian([r["perplexity"] for r in rows if r["strength"] == 0]))
     fluent = [
         s
@@ -302,7 +269,30 @@ def generation(
         "rows": rows,
         "baseline_perplexity": base_ppl,
         "fluent_strengths": fluent,
+        "calibrated": _calibrated(ro, {e: vectors[e] for e in emos}, prompts, cfg),
     }
+
+
+def _calibrated(
+    ro: Readout, vectors: dict[str, SteeringVector], prompts: list[str], cfg: ExperimentConfig
+) -> dict[str, Any]:
+    """Valence of replies steered at minus and plus each vector's calibrated strength."""
+    out = {}
+    for emo, vec in vectors.items():
+        r = vec.default_strength
+        if r is None:
+            continue
+        val = {}
+        for s in (-r, r):
+            rows = _generate(ro, vec, emo, s, prompts, cfg)
+            val[s] = float(np.nanmean([x["valence"] for x in rows]))
+        out[emo] = {
+            "strength": r,
+            "valence_minus": val[-r],
+            "valence_plus": val[r],
+            "difference": val[r] - val[-r],
+        }
+    return out
 
 
 def pressure(

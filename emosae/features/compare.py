@@ -167,6 +167,6 @@ def compare_features(
         "per_emotion": per_emotion,
         "mean_resid_norm": vmeta["mean_resid_norm"][str(layer)],
     }
-    io.write_json(out.compare, res)
+    io.write_json(out.compare, io.round_floats(res))
     folders.seal(out.dir, "compare")
     return res

@@ -139,3 +139,16 @@ def chat_reply(
             new = new[:i]
             break
     return model.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+@torch.no_grad()
+def reply_perplexity(model: Any, prompt: str, reply: str) -> float:
+    """Perplexity of `reply` as the assistant's answer to `prompt`, unsteered."""
+    chat = render_chat(model, prompt)
+    rid = torch.tensor(model.tokenizer(reply, add_special_tokens=False)["input_ids"])
+    if len(rid) == 0:
+        return float("nan")
+    toks = torch.cat([chat.tokens, rid])[None].to(model.cfg.device)
+    lp = model(toks)[0, len(chat.tokens) - 1 : -1].float().log_softmax(-1)
+    nll = -lp.gather(1, rid.to(lp.device)[:, None]).mean()
+    return float(nll.exp())

@@ -15,10 +15,20 @@ from emosae.features.labels import LabelConfig
 from emosae.probes.reading import ReadConfig
 from emosae.probes.vectors import VectorsConfig
 from emosae.sae.cache import CacheConfig
+from emosae.sae.config import SAEConfig, TrainConfig
 from emosae.sae.contexts import CorpusConfig
-from emosae.sae.training import SAEConfig, TrainConfig
+from emosae.steering.calibration import CalibrationConfig
 
 Preset = Literal["smoke", "default", "full"]
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Which steering vectors the run calibrates (experiments then use their strengths)."""
+
+    emotions: tuple[str, ...] = ("happy", "sad", "calm", "afraid")
+    kinds: tuple[Literal["probe", "sae"], ...] = ("probe", "sae")
+    sweep: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(sae=SAEConfig(d_sae=3072, k=64)))
     probes: VectorsConfig = field(default_factory=VectorsConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -60,6 +71,11 @@ def _smoke() -> RunConfig:
             read=ReadConfig(max_tokens=96, batch_size=16),
             max_stories_per_emotion=6,
             max_dialogues=48,
+        ),
+        calibrate=CalibrateConfig(
+            emotions=("happy",),
+            kinds=("probe",),
+            sweep=CalibrationConfig(strengths=(-0.4, 0.4), n_prompts=2, max_new_tokens=8),
         ),
         experiments=ExperimentConfig(
             preference_pairs=48,

@@ -43,6 +43,13 @@ class Row:
     when: Callable[[dict], bool] = lambda a: True
 
 
+def _calibrated(c: dict) -> str:
+    r = c["recommended"]
+    if r is None:
+        return "none within budget"
+    return f"{r:+g} (readout {c['readout'][c['strengths'].index(r)]:+.2f})"
+
+
 def _best(pr: dict) -> dict:
     return next(r for r in pr["per_layer"] if r["layer"] == pr["best_layer"])
 
@@ -191,6 +198,26 @@ ROWS: tuple[Row, ...] = (
             a["curves"][emo]["valence"][0], a["curves"][emo]["valence"][-1]
         ),
         each=lambda a: list(a["curves"]),
+    ),
+    Row(
+        lambda L: L.calibrate.calibration,
+        lambda a, ke: (
+            "calibrated strength (reply perplexity <= {}x), {}:{}; readout shift there".format(
+                a[ke[0]][ke[1]]["budget"], *ke
+            )
+        ),
+        "n/a",
+        lambda a, ke: _calibrated(a[ke[0]][ke[1]]),
+        each=lambda a: [(k, e) for k in ("probe", "sae") for e in a.get(k, {})],
+    ),
+    Row(
+        _ex("generation"),
+        lambda a, emo: f"steered text valence at calibrated strength -r -> +r, {emo}",
+        "n/a (Warriner-scored)",
+        lambda a, emo: "{valence_minus:.2f} -> {valence_plus:.2f} (r = {strength:g})".format(
+            **a["calibrated"][emo]
+        ),
+        each=lambda a: list(a.get("calibrated", {})),
     ),
     Row(
         _ex("pressure"),

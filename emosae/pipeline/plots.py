@@ -175,6 +175,27 @@ def pressure(L: RunLayout) -> Any:
     return fig
 
 
+def steering_calibration(L: RunLayout) -> Any:
+    cal = _load(L.calibrate.calibration)
+    curves = [(f"{k}:{e}", c) for k in ("probe", "sae") for e, c in (cal or {}).get(k, {}).items()]
+    if not curves:
+        return None
+    fig, axes = _plt().subplots(1, 2, figsize=(10, 3.6))
+    for name, c in curves:
+        line = axes[0].plot(c["strengths"], c["readout"], "-o", ms=3, label=name)[0]
+        axes[1].plot(c["strengths"], c["ppl_ratio"], "-o", ms=3, color=line.get_color())
+        if c["recommended"] is not None:
+            axes[0].axvline(c["recommended"], color=line.get_color(), ls=":", lw=0.8)
+    axes[1].axhline(curves[0][1]["budget"], color="grey", ls="--", lw=0.8, label="budget")
+    axes[0].set_title("effect: own readout of the reply (vs unsteered)", fontsize=9)
+    axes[1].set_title("coherence: reply perplexity / unsteered", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("relative strength")
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    return fig
+
+
 PLOTS: tuple[Callable[[RunLayout], Any], ...] = (
     probe_accuracy_by_layer,
     emotion_pca,
@@ -184,6 +205,7 @@ PLOTS: tuple[Callable[[RunLayout], Any], ...] = (
     intensity,
     preferences,
     steered_generation,
+    steering_calibration,
     pressure,
 )
 

@@ -3,7 +3,8 @@ reads, the part of the run config it depends on, the function that runs it and t
 files it writes. Adding a stage means adding one `Stage` to `STAGES`; the runner, the
 stage log and `--only` pick it up from here.
 
-Stages, in order: cache -> train -> probes -> labels -> compare -> experiments -> report.
+Stages, in order: cache -> train -> probes -> labels -> compare -> calibrate ->
+experiments -> report.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _cache(ctx: StageContext) -> None:
 
 
 def _train(ctx: StageContext) -> None:
-    from emosae.sae.training import TrainJob, train_sae
+    from emosae.sae.config import TrainJob
+    from emosae.sae.training import train_sae
 
     c, lay = ctx.cfg, ctx.layout
     job = TrainJob(
@@ -102,7 +104,7 @@ def _compare(ctx: StageContext) -> None:
 
 def _experiments(ctx: StageContext) -> None:
     from emosae.experiments import behaviour as bh
-    from emosae.experiments.readout import Readout
+    from emosae.lm.readout import Readout
     from emosae.steering.directions import load_directions
 
     cfg, lay, model, layer = ctx.cfg.experiments, ctx.layout, ctx.model(), ctx.cfg.layer
@@ -131,6 +133,20 @@ def _experiments(ctx: StageContext) -> None:
             logger.info("  experiment %s", name)
             io.write_json(lay.experiments.result(name), fn())
     folders.seal(lay.experiments.dir, "experiments")
+
+
+def _calibrate(ctx: StageContext) -> None:
+    from emosae.core.layout import RunLayout
+    from emosae.steering.calibration import calibrate, save_calibrations
+    from emosae.steering.directions import load_directions
+
+    c, lay = ctx.cfg.calibrate, ctx.layout
+    folders.claim(lay.calibrate.dir, "calibrate")
+    io.write_json(lay.calibrate.calibration, {})  # this run's calibrations only
+    for kind in c.kinds:
+        vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer)
+        cals = [calibrate(vecs[e], ctx.model(), cfg=c.sweep) for e in c.emotions if e in vecs]
+        save_calibrations(RunLayout(lay.root), kind, cals, c.sweep)
 
 
 def _report(ctx: StageContext) -> None:
@@ -164,15 +180,22 @@ STAGES: tuple[Stage, ...] = (
         lambda L, c: L.compare.outputs(),
     ),
     Stage(
+        "calibrate",
+        ("train", "probes", "labels"),
+        lambda c: (c.calibrate, c.layer),
+        _calibrate,
+        lambda L, c: L.calibrate.outputs(),
+    ),
+    Stage(
         "experiments",
-        ("probes", "labels", "train"),
+        ("probes", "labels", "train", "calibrate"),
         lambda c: (c.experiments, c.layer),
         _experiments,
         lambda L, c: [L.experiments.result(n) for n in EXPERIMENTS if n not in c.experiments.skip],
     ),
     Stage(
         "report",
-        ("cache", "train", "probes", "labels", "compare", "experiments"),
+        ("cache", "train", "probes", "labels", "compare", "calibrate", "experiments"),
         lambda c: None,
         _report,
         _report_outputs,

@@ -5,7 +5,7 @@ path, the defaults shipped for the default model (inside the installed package).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
@@ -41,10 +41,34 @@ def load_directions(
     """
     root = Path(path) if path is not None else shipped_checkpoint()
     if kind == "probe":
-        return _probe_directions(root, layer, method)
-    if kind == "sae":
-        return _sae_directions(root, sae_dir, probe_dir)
-    raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
+        vecs = _probe_directions(root, layer, method)
+    elif kind == "sae":
+        vecs = _sae_directions(root, sae_dir, probe_dir)
+    else:
+        raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
+    return with_calibrated_strengths(vecs, RunLayout(root), kind)
+
+
+def calibrations(layout: RunLayout) -> dict[str, Any]:
+    """The calibration file of a run or checkpoint ({} when none was made)."""
+    f = layout.calibrate
+    if not f.calibration.exists():
+        return {}
+    folders.verify(f.dir, [f.calibration.name])
+    return io.read_json(f.calibration)
+
+
+def with_calibrated_strengths(
+    vecs: dict[str, SteeringVector], layout: RunLayout, kind: str
+) -> dict[str, SteeringVector]:
+    """Give each vector calibrated for this kind, source and hook its recommended strength."""
+    cal = calibrations(layout).get(kind, {})
+    out = {}
+    for e, v in vecs.items():
+        c = cal.get(e)
+        ok = c and c.get("source") == v.source and c.get("hook") == v.hook_name
+        out[e] = v.with_default_strength(c["recommended"]) if ok else v
+    return out
 
 
 def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, SteeringVector]:

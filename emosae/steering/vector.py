@@ -13,7 +13,7 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -52,6 +52,9 @@ class SteeringVector:
     """Model the direction belongs to."""
     mean_norms: Mapping[str, float] = field(default_factory=dict)
     """hook name -> mean residual-stream norm there (for relative strength)."""
+    default_strength: float | None = None
+    """The calibrated relative strength `apply` uses when given none (see
+    `emosae.steering.calibration`); None for an uncalibrated vector or a combination."""
 
     def __post_init__(self):
         vecs = {}
@@ -70,6 +73,9 @@ class SteeringVector:
             raise EmosaeError("a steering vector needs at least one hook")
         if len({v.shape[0] for v in vecs.values()}) > 1:
             raise EmosaeError("all directions of a steering vector must have the same width")
+        ds = self.default_strength
+        if ds is not None and not (isinstance(ds, int | float) and math.isfinite(ds)):
+            raise EmosaeError(f"default_strength must be a finite number or None, not {ds!r}")
         for h, n in self.mean_norms.items():
             if not (isinstance(n, int | float) and 0 < n < float("inf")):
                 raise EmosaeError(
@@ -172,11 +178,23 @@ class SteeringVector:
             raise EmosaeError(f"no mean residual norm recorded for {hook}; use relative=False")
         return strength * self.mean_norms[hook] * self.vectors[hook]
 
+    def with_default_strength(self, strength: float | None) -> SteeringVector:
+        """The same vector carrying `strength` as its default (a new vector)."""
+        return replace(self, default_strength=strength)
+
+    def calibrate(self, model: Any, prompts: list[str] | None = None, cfg: Any = None) -> Any:
+        """Sweep this vector's strength on `model`: effect and coherence per strength and
+        a recommended strength (`emosae.steering.calibration.calibrate`). Use
+        `vec.with_default_strength(cal.recommended)` to keep it."""
+        from emosae.steering.calibration import calibrate
+
+        return calibrate(self, model, prompts, cfg)
+
     @contextmanager
     def apply(
         self,
         model: Any,
-        strength: float,
+        strength: float | None = None,
         *,
         relative: bool = True,
         from_pos: int = 0,
@@ -188,7 +206,15 @@ class SteeringVector:
         are untouched; ours are removed on exit, also when the body raises.
 
         Position bookkeeping: a forward over more than one token starts a new sequence;
-        single-token forwards (KV-cache decoding) continue it."""
+        single-token forwards (KV-cache decoding) continue it. With no `strength`, the
+        vector's calibrated `default_strength` is used."""
+        if strength is None:
+            if self.default_strength is None:
+                raise EmosaeError(
+                    f"{self.emotion} ({self.source}) has no calibrated default strength; pass "
+                    "strength=..., or calibrate it: vec.with_default_strength(vec.calibrate(model).recommended)"
+                )
+            strength = self.default_strength
         self._check_fits(model, strength)
         added = {h: self.scaled(h, strength, relative) for h in self.vectors}
         seen: dict[str, int] = {}
@@ -260,6 +286,7 @@ class SteeringVector:
             "mean_norms": dict(self.mean_norms),
             "hooks": list(self.vectors),
             "norms": {h: float(v.norm()) for h, v in self.vectors.items()},
+            "default_strength": self.default_strength,
         }
         io.save_tensors(st, {h: v.contiguous() for h, v in self.vectors.items()})
         io.write_json(js, meta)
@@ -275,6 +302,7 @@ class SteeringVector:
         try:
             hooks, norms = list(meta["hooks"]), meta.get("norms", {})
             args = (meta["emotion"], meta["source"], meta["model"], meta.get("mean_norms", {}))
+            args += (meta.get("default_strength"),)
         except (KeyError, TypeError):
             raise EmosaeError(f"{js} lacks emotion, source, model or hooks") from None
         if sorted(tensors) != sorted(hooks):

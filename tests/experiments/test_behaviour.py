@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from emosae import data
-from emosae.experiments.behaviour import fit_elo, text_norms
+from emosae.data import text_norms
+from emosae.experiments.behaviour import fit_elo
 
 
 def test_text_norms_by_hand():

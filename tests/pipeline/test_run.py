@@ -58,6 +58,45 @@ def test_smoke_outputs_load_back(smoke_run):
     assert any("valence" in r["what"] for r in head)
 
 
+# One output of every stage to corrupt.
+FAULTS = [
+    ("cache", "activations/shard_00000.safetensors"),
+    ("train", "sae/sae_weights.safetensors"),
+    ("probes", "probes/vectors.safetensors"),
+    ("labels", "labels/scores.safetensors"),
+    ("compare", "compare/compare.json"),
+    ("experiments", "experiments/scenarios.json"),
+    ("report", "report/headline.json"),
+]
+
+
+def test_fault_injection_recomputes_only_the_stage_that_made_the_file(
+    smoke_run, caplog, real_model
+):
+    """For each stage, corrupt one of its outputs: the rerun names it, recomputes that
+    stage alone (its outputs come out identical, so nothing downstream reruns) and ends
+    with the same hashes as the clean run. (That the cache recomputes only a bad shard
+    of several is tested in tests/test_reliability.py.)"""
+    from emosae.pipeline.stages import STAGE_NAMES
+
+    out, _ = smoke_run
+    cfg = preset("smoke", out=str(out))
+    stages = out / "stages.json"
+    clean = {s: r["outputs"] for s, r in json.loads(stages.read_text()).items()}
+    caplog.set_level(logging.INFO, logger="emosae")
+    for stage, rel in FAULTS:
+        b = bytearray((out / rel).read_bytes())
+        b[len(b) // 2] ^= 0x20
+        (out / rel).write_bytes(bytes(b))
+        caplog.clear()
+        run_pipeline(cfg, model=real_model)
+        assert f"{stage}: output {rel} is corrupted" in caplog.text
+        ran = {s for s in STAGE_NAMES if f"] {s}: done in" in caplog.text}
+        assert ran == {stage}, (rel, ran)
+        now = {s: r["outputs"] for s, r in json.loads(stages.read_text()).items()}
+        assert now == clean, rel
+
+
 def test_rerun_skips_finished_stages_and_repairs_corruption(smoke_run, caplog, real_model):
     out, _ = smoke_run
     cfg = preset("smoke", out=str(out))

@@ -16,7 +16,9 @@ from emosae.pipeline.stages import STAGE_NAMES, STAGES
 
 
 def test_stages_are_declared_once_in_dependency_order():
-    assert STAGE_NAMES == ("cache", "train", "probes", "labels", "compare", "experiments", "report")
+    assert STAGE_NAMES == (
+        "cache", "train", "probes", "labels", "compare", "calibrate", "experiments", "report"
+    )  # fmt: skip
     for i, s in enumerate(STAGES):
         assert set(s.inputs) <= set(STAGE_NAMES[:i]), s.name
     L, cfg = RunLayout("/r"), RunConfig()

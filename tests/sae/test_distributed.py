@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 
 from emosae.core.tracking import WandbConfig
 from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
+from emosae.sae.config import SAEConfig, TrainConfig, TrainJob
 from emosae.sae.contexts import CorpusConfig
 from emosae.sae.reader import ActivationCache
-from emosae.sae.training import SAEConfig, TrainConfig, TrainJob, train_sae
+from emosae.sae.training import train_sae
 
 pytestmark = pytest.mark.real
 

@@ -6,10 +6,11 @@ import torch
 from emosae.core.errors import EmosaeError
 from emosae.core.tracking import WandbConfig
 from emosae.sae.cache import CacheConfig, CacheJob, cache_activations
+from emosae.sae.config import SAEConfig, TrainConfig, TrainJob
 from emosae.sae.contexts import CorpusConfig
 from emosae.sae.metrics import reconstruction_metrics
 from emosae.sae.reader import ActivationCache
-from emosae.sae.training import SAEConfig, TrainConfig, TrainJob, load_sae, train_sae
+from emosae.sae.training import load_sae, train_sae
 
 pytestmark = pytest.mark.real
 

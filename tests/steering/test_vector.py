@@ -158,3 +158,30 @@ def test_other_hooks_survive(tiny_model):
         with vec().apply(tiny_model, 1.0):
             pass
         assert torch.equal(tiny_model(toks), with_other)
+
+
+def test_default_strength_is_used_when_none_is_given(tiny_model):
+    toks = torch.tensor([[1, 2, 3, 4]])
+    plain = vec()
+    with (
+        pytest.raises(EmosaeError, match="no calibrated default strength"),
+        plain.apply(tiny_model),
+    ):
+        pass
+    cal = plain.with_default_strength(0.3)
+    assert plain.default_strength is None and cal.default_strength == 0.3  # a new vector
+    with cal.apply(tiny_model):
+        a = resid(tiny_model, toks)
+    with plain.apply(tiny_model, 0.3):
+        b = resid(tiny_model, toks)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (cal + vec(seed=1)).default_strength is None  # combinations are not calibrated
+    assert (2 * cal).default_strength is None
+
+
+def test_default_strength_survives_save_and_load(tmp_path):
+    v = vec().with_default_strength(-0.25)
+    v.save(tmp_path / "v")
+    assert SteeringVector.load(tmp_path / "v").default_strength == -0.25
+    with pytest.raises(EmosaeError, match="finite number or None"):
+        vec().with_default_strength(float("nan"))
