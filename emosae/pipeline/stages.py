@@ -131,7 +131,9 @@ def _experiments(ctx: StageContext) -> None:
     for name, fn in runs.items():
         if name not in cfg.skip:
             logger.info("  experiment %s", name)
-            io.write_json(lay.experiments.result(name), fn())
+            # rounded: np.polyfit (LAPACK) varies in the last bits from one process to the
+            # next, and a rerun must reproduce the file's hash
+            io.write_json(lay.experiments.result(name), io.round_floats(fn()))
     folders.seal(lay.experiments.dir, "experiments")
 
 
