@@ -106,7 +106,7 @@ def intensity(ro: Readout) -> dict[str, Any]:
             "top_falling": min(slope, key=slope.get),
             "curves": {
                 e: proj[:, ro.emotions.index(e)].tolist()
-                for e in set(t.expect) | {"afraid", "calm", "happy", "sad"}
+                for e in sorted(set(t.expect) | {"afraid", "calm", "happy", "sad"})
                 if e in ro.emotions
             },
         }
@@ -247,7 +247,7 @@ def generation(
     for r, pr in zip(rows, proj, strict=True):
         r["readout"] = float(pr[ro.emotions.index(r["emotion"])])
     curves: dict[str, Any] = {}
-    for emo in {r["emotion"] for r in rows}:
+    for emo in dict.fromkeys(r["emotion"] for r in rows):  # in gen_emotions order
         curves[emo] = {
             key: [
                 float(
