@@ -137,6 +137,10 @@ def test_corrupt_shard_and_edited_manifest_are_named(tmp_path, capsys, cache):
     assert main(["cache", "--out", str(bad), *CACHE_FLAGS.split()]) == 0  # repairs that shard
     assert "1 of 4 shards to compute (1)" in capsys.readouterr().err
     assert shard.read_bytes() == CacheFiles(cache).shard(1).read_bytes()
+    side = CacheFiles(bad).sidecar(2)
+    side.write_text(side.read_text()[:10])  # a sidecar cut short by a kill: redo that shard
+    assert main(["cache", "--out", str(bad), *CACHE_FLAGS.split()]) == 0
+    assert "1 of 4 shards to compute (2)" in capsys.readouterr().err
     man = json.loads(CacheFiles(bad).manifest.read_text())
     man["d_model"] = 512
     CacheFiles(bad).manifest.write_text(json.dumps(man))

@@ -108,4 +108,4 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
         print(f"recommended strength: {rec}")
     if args.save:
         root = RunLayout(args.directions or shipped_checkpoint())
-        print(f"\nsaved to {save_calibrations(root, args.kind, cals, cfg)}")
+        print(f"\nsaved to {save_calibrations(root, {args.kind: cals}, cfg)}")

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emosae.core.errors import EmosaeError
+
 TMP_SUFFIX = ".tmp"
 """Suffix of files and folders being written; never listed as outputs."""
 
@@ -130,8 +132,6 @@ def load_tensors(path: str | Path) -> dict[str, Any]:
     """All tensors of a safetensors file; a missing or corrupt file is a one-line error."""
     from safetensors.torch import load_file
 
-    from emosae.core.errors import EmosaeError
-
     if not Path(path).exists():
         raise EmosaeError(f"{path} is missing")
     try:
@@ -142,7 +142,6 @@ def load_tensors(path: str | Path) -> dict[str, Any]:
 
 def read_json(path: str | Path) -> Any:
     """JSON from `path`; a missing or corrupt file is a one-line EmosaeError."""
-    from emosae.core.errors import EmosaeError
 
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -169,7 +168,6 @@ def hash_json(obj: Any) -> str:
 def check_creatable(path: str | Path) -> Path:
     """One-line error unless `path` can be created or written, without creating anything:
     its nearest existing ancestor must be a folder we may write into."""
-    from emosae.core.errors import EmosaeError
 
     path = Path(path).absolute()
     probe = path
@@ -184,7 +182,6 @@ def check_creatable(path: str | Path) -> Path:
 
 def check_writable(folder: str | Path, tag: str = "") -> Path:
     """Create `folder` and check a file can be written there; one-line error if not."""
-    from emosae.core.errors import EmosaeError
 
     folder = Path(folder)
     try:

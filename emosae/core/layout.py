@@ -18,8 +18,11 @@ A run folder (`emosae run --out DIR`):
     DIR/report/              ReportFiles: index.html, headline.json, <plot>.png
 
 A shipped checkpoint folder (`checkpoints/<model>/`) is a run folder holding only
-sae/, probes/ (no story activations), labels/labels.json, metrics.json and
-PROVENANCE.json.
+sae/, probes/ (no story activations), labels/labels.json, metrics.json,
+PROVENANCE.json and, where vectors were calibrated, calibrate/calibration.json.
+
+Every folder emosae writes also holds `.emosae.json` (its kind and seal, see
+`emosae.core.folders`).
 """
 
 from __future__ import annotations

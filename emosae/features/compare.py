@@ -20,7 +20,7 @@ from torch import Tensor
 from emosae.core import folders, io
 from emosae.core.layout import CompareFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.lm.hooks import hook_layer
-from emosae.probes.fit import ProbeConfig, fit_logistic, topk_accuracy
+from emosae.probes.fit import ProbeConfig, emotion_center, fit_logistic, topk_accuracy
 
 
 def decoder_alignment(
@@ -146,7 +146,7 @@ def compare_features(
     vecs = t_vec[f"diffmean.L{layer}"]
     emotions, y, test = lab.emotions, lab.y, lab.heldout
     x = t["story_means"][:, meta["layers"].index(layer)]
-    center = torch.stack([x[~test][y[~test] == e].mean(0) for e in range(len(emotions))]).mean(0)
+    center = emotion_center(x[~test], y[~test], len(emotions))
     labelled = _labelled_by_emotion(labels, emotions)
     # held-out story tokens
     lens = t["story_token_lens"]

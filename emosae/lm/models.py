@@ -103,6 +103,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("EMOSAE_CACHE", Path.home() / ".cache" / "emosae"))
 
 
+def converted_dir(name: str) -> Path:
+    """Where the converted weights of model `name` are cached."""
+    return cache_root() / "models" / name
+
+
 def list_models() -> list[str]:
     """Names `load_model` can load right now without network: embedded models whose
     weights package is installed, plus models already converted into the cache."""
@@ -120,7 +125,7 @@ def list_models() -> list[str]:
 def model_dims(name: str | None = None) -> tuple[int, int] | None:
     """(n_layers, d_model) of a model without loading it, when known: an embedded model
     already converted into the cache. None otherwise (load it to know)."""
-    meta = ModelCacheFiles(cache_root() / "models" / (name or DEFAULT_MODEL)).meta
+    meta = ModelCacheFiles(converted_dir(name or DEFAULT_MODEL)).meta
     try:
         cfg = json.loads(meta.read_text())["cfg"]
         return int(cfg["n_layers"]), int(cfg["d_model"])
@@ -195,7 +200,7 @@ def fast_layout_(model: HookedTransformer) -> None:
 
 
 def _load_embedded(spec: EmbeddedModel) -> HookedTransformer:
-    folder = cache_root() / "models" / spec.name
+    folder = converted_dir(spec.name)
     if folder.exists():
         try:
             return _read_cache(folder)

@@ -138,17 +138,17 @@ def _experiments(ctx: StageContext) -> None:
 
 
 def _calibrate(ctx: StageContext) -> None:
-    from emosae.core.layout import RunLayout
     from emosae.steering.calibration import calibrate, save_calibrations
     from emosae.steering.directions import load_directions
 
     c, lay = ctx.cfg.calibrate, ctx.layout
-    folders.claim(lay.calibrate.dir, "calibrate")
-    io.write_json(lay.calibrate.calibration, {})  # this run's calibrations only
+    by_kind = {}
     for kind in c.kinds:
         vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer)
-        cals = [calibrate(vecs[e], ctx.model(), cfg=c.sweep) for e in c.emotions if e in vecs]
-        save_calibrations(RunLayout(lay.root), kind, cals, c.sweep)
+        by_kind[kind] = [
+            calibrate(vecs[e], ctx.model(), cfg=c.sweep) for e in c.emotions if e in vecs
+        ]
+    save_calibrations(lay, by_kind, c.sweep, merge=False)  # this run's calibrations only
 
 
 def _report(ctx: StageContext) -> None:

@@ -86,6 +86,12 @@ def fit_logistic(x_SD: Tensor, y_S: Tensor, n_classes: int, cfg: ProbeConfig) ->
     return LogisticProbe(W.detach().float(), b.detach().float(), mu, sd)
 
 
+def emotion_center(x_SD: Tensor, labels_S: Tensor, n_emotions: int) -> Tensor:
+    """The mean over emotions of each emotion's mean activation [D]: the point the
+    difference-of-means vectors are measured from."""
+    return torch.stack([x_SD[labels_S == e].mean(0) for e in range(n_emotions)]).mean(0)
+
+
 def projection_scores(x_SD: Tensor, vecs_ED: Tensor, center_D: Tensor) -> Tensor:
     """Projection of centred activations onto each unit emotion vector: [S, E]."""
     unit = vecs_ED / vecs_ED.norm(dim=1, keepdim=True).clamp_min(1e-8)

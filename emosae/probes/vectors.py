@@ -35,6 +35,7 @@ from emosae.probes.fit import (
     cluster_recovery,
     cosine_matrix,
     diff_of_means,
+    emotion_center,
     fit_logistic,
     geometry,
     neutral_basis,
@@ -152,7 +153,7 @@ def _fit_layer(cfg: VectorsConfig, x, neutral, lab: StoryLabels, geo_norms) -> t
     E, train, test = len(lab.emotions), lab.train, lab.heldout
     basis = neutral_basis(neutral, cfg.probe.neutral_var)
     dm = diff_of_means(x[train], lab.y[train], E, basis)
-    center = torch.stack([x[train][lab.y[train] == e].mean(0) for e in range(E)]).mean(0)
+    center = emotion_center(x[train], lab.y[train], E)
     lp = fit_logistic(x[train], lab.y[train], E, cfg.probe)
     vecs = {"diffmean": dm.contiguous(), "logistic": lp.directions().contiguous()}
     row: dict[str, Any] = {"n_neutral_pcs": int(basis.shape[0])}

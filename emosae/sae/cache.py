@@ -105,11 +105,13 @@ def shard_owner(shard: int, world_size: int) -> int:
 
 def shard_done(files: CacheFiles, i: int) -> dict[str, Any] | None:
     """The sidecar of shard `i` if the shard is complete and matches it, else None."""
-    if not files.sidecar(i).exists():
+    try:
+        meta = json.loads(files.sidecar(i).read_text())
+        sha = meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # absent or half-written: redo it
         return None
-    meta = json.loads(files.sidecar(i).read_text())
     sp = files.shard(i)
-    if not sp.exists() or io.sha256_file(sp) != meta["sha256"]:
+    if not sp.exists() or io.sha256_file(sp) != sha:
         return None
     return meta
 

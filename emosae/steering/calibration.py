@@ -147,20 +147,27 @@ def calibrate(
 
 
 def save_calibrations(
-    layout: Any, kind: str, cals: list[Calibration], cfg: CalibrationConfig
+    layout: Any,
+    by_kind: dict[str, list[Calibration]],
+    cfg: CalibrationConfig,
+    *,
+    merge: bool = True,
 ) -> Any:
-    """Merge `cals` into the run's or checkpoint's calibration file (sealed); a
-    checkpoint's manifest of all its files is sealed again."""
+    """Write `by_kind` ({"probe": [...], "sae": [...]}) into the run's or checkpoint's
+    calibration file and seal it; with `merge`, calibrations already there for other
+    vectors are kept. A checkpoint's manifest of all its files is sealed again."""
     from dataclasses import asdict
 
     from emosae.core import folders, io
 
     f = layout.calibrate
-    old = io.read_json(f.calibration) if f.calibration.exists() else {}
+    old = io.read_json(f.calibration) if merge and f.calibration.exists() else {}
     folders.claim(f.dir, "calibrate")
-    merged = {**old, "config": asdict(cfg)}
-    merged[kind] = {**old.get(kind, {}), **{c.emotion: c.to_json() for c in cals}}
-    io.write_json(f.calibration, merged)
+    new = {
+        k: {**old.get(k, {}), **{c.emotion: c.to_json() for c in cals}}
+        for k, cals in by_kind.items()
+    }
+    io.write_json(f.calibration, {**old, **new, "config": asdict(cfg)})
     folders.seal(f.dir, "calibrate")
     mark = folders.read_marker(layout.root) or {}
     if mark.get("kind") == "checkpoint":

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
-from emosae.core.layout import RunLayout, shipped_checkpoint
+from emosae.core.layout import LabelFiles, ProbeFiles, RunLayout, shipped_checkpoint
 from emosae.lm.hooks import hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
 from emosae.steering.vector import SteeringVector
@@ -17,8 +17,6 @@ from emosae.steering.vector import SteeringVector
 
 def _probe_files(root: Path):
     """A probe folder given itself or the run/checkpoint folder around it."""
-    from emosae.core.layout import ProbeFiles
-
     here = ProbeFiles(root)
     return here if here.vectors_meta.exists() else RunLayout(root).probes
 
@@ -89,7 +87,6 @@ def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, S
 def _sae_directions(
     root: Path, sae_dir: str | Path | None, probe_dir: str | Path | None
 ) -> dict[str, SteeringVector]:
-    from emosae.core.layout import LabelFiles
     from emosae.sae.training import load_sae
 
     lab = LabelFiles(root) if LabelFiles(root).labels.exists() else RunLayout(root).labels
