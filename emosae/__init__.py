@@ -3,7 +3,7 @@ autoencoders, and exposed as steering handles through TransformerLens hooks.
 
 The package is cut by concern (see docs/architecture.md): `core` (errors, atomic IO,
 layout, logging), `lm` (models, chat, hooks), `data`, `sae` (cache, training),
-`probes`, `features`, `steering`, `experiments`, `pipeline` (`emosae run`) and `cli`.
+`probes`, `features`, `steering`, `reading`, `experiments`, `pipeline` (`emosae run`) and `cli`.
 Heavy modules (torch models, sae-lens, wandb) are imported lazily on first use.
 """
 
@@ -22,6 +22,9 @@ _LAZY = {
     "EmosaeError": "emosae.core.errors",
     "SteeringVector": "emosae.steering.vector",
     "load_directions": "emosae.steering.directions",
+    "read": "emosae.reading.trace",
+    "Reading": "emosae.reading.trace",
+    "load_concept_set": "emosae.data.concepts",
     "RunConfig": "emosae.pipeline.config",
     "preset": "emosae.pipeline.config",
     "run_pipeline": "emosae.pipeline.runner",

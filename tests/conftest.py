@@ -41,3 +41,16 @@ def real_model():
     from emosae.lm.models import load_model
 
     return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def layer15_probes(real_model, tmp_path_factory):
+    """The probe stage exactly as the default preset runs it, at layer 15 only: its
+    results and its folder."""
+    from emosae.core.layout import ProbeFiles
+    from emosae.probes.vectors import VectorsConfig, fit_vectors, read_stories
+
+    cfg = VectorsConfig(layers=(15,))
+    files = ProbeFiles(tmp_path_factory.mktemp("probes"))
+    read_stories(cfg, real_model, 15, files)
+    return fit_vectors(cfg, files), files.dir

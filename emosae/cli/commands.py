@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emosae.core import folders
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 
 
@@ -80,23 +80,83 @@ def _probes(args: argparse.Namespace) -> None:
     job = _parse_dataclass(ProbeJob, args.rest, "emosae probes")
     res = run_probe_job(job)
     for r in res["per_layer"]:
+        g = r["diffmean_geometry"]
+        geo = f"  PC1~valence r {g['pc1_valence_r']:.2f}" if g else ""
         print(
-            f"layer {r['layer']:2d}: diffmean top1 {r['diffmean_top1']:.3f}  logistic top1 {r['logistic_top1']:.3f}  "
-            f"PC1~valence r {r['diffmean_geometry']['pc1_valence_r']:.2f}"
+            f"layer {r['layer']:2d}: diffmean top1 {r['diffmean_top1']:.3f}  "
+            f"logistic top1 {r['logistic_top1']:.3f}{geo}"
         )
-    print(f"best layer {res['best_layer']}; vectors in {job.out}")
+    n = res["n_heldout_stories"]
+    print(
+        f"chance top1 {res['chance_top1']:.3f}; {n} held-out stories; best layer {res['best_layer']}"
+    )
+    print(f"vectors in {job.out}; read them with emosae.load_directions({job.out!r})")
 
 
 def _labels(args: argparse.Namespace) -> None:
+    from emosae.core.layout import LabelFiles
+    from emosae.data.concepts import load_concept_set
     from emosae.features.labelling import label_features
     from emosae.features.labels import LabelConfig
     from emosae.lm.models import load_model
 
     cfg = _parse_dataclass(LabelConfig, args.rest, "emosae labels")
-    L = _existing_run(args.run)
-    with folders.lock(L.root):
-        res = label_features(L.probes, L.sae, L.cache, L.labels, load_model(args.model), cfg)
+    cs = load_concept_set(args.concepts) if args.concepts else None
+    if args.sae:  # any sae-lens SAE, with no run around it
+        if not args.out:
+            raise EmosaeError("--sae needs --out (the label folder to write)")
+        folders.check_claimable(args.out, "labels")
+        io.check_creatable(args.out)
+        sae_files = _sae_folder(args.sae)
+        out = LabelFiles(Path(args.out))
+        with folders.lock(args.out):
+            res = label_features(None, sae_files, None, out, load_model(args.model), cfg, cs)
+    else:
+        L = _existing_run(args.run)
+        out = LabelFiles(Path(args.out)) if args.out else L.labels
+        if args.out:
+            folders.check_claimable(args.out, "labels")
+        with folders.lock(L.root):
+            res = label_features(L.probes, L.sae, L.cache, out, load_model(args.model), cfg, cs)
     print(json.dumps(res["counts"]))
+    n = res.get("null")
+    if n:
+        print(
+            f"false-discovery rate {n['fdr']:.3f} ({n['expected_false_labels']:.1f} of "
+            f"{n['observed_labelled_features']} labels expected by chance, "
+            f"{n['permutations']} shuffles)"
+        )
+
+
+def _sae_folder(ref: str):
+    """An SAE folder given as a path, or a sae-lens `release/sae_id` (through
+    `SAE.from_pretrained`, where the hub is reachable) saved into the user cache."""
+    from emosae.core.layout import SAEFiles
+
+    p = Path(ref)
+    if p.exists():
+        return SAEFiles(p)
+    if "/" not in ref:
+        raise EmosaeError(f"{ref}: no such SAE folder (or give a sae-lens release/sae_id)")
+    return SAEFiles(_pretrained(ref))
+
+
+def _pretrained(ref: str) -> Path:
+    from sae_lens import SAE
+
+    from emosae.lm.models import cache_root
+
+    release, sae_id = ref.split("/", 1)
+    dest = cache_root() / "saes" / release / sae_id.replace("/", "__")
+    if not (dest / "cfg.json").exists():
+        try:
+            sae = SAE.from_pretrained(release, sae_id, device="cpu")
+        except Exception as e:  # noqa: BLE001 - hub and registry errors come in many types
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise EmosaeError(f"{ref}: cannot load from sae-lens's registry: {first}") from None
+        with io.atomic_dir(dest) as tmp:
+            sae.save_model(str(tmp))
+    return dest
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -149,7 +209,7 @@ def add_subcommands(
     sub: argparse._SubParsersAction, handlers: dict[str, Callable[[argparse.Namespace], None]]
 ) -> None:
     r = sub.add_parser("run", help="run the whole pipeline (resumable)", add_help=False)
-    r.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
+    r.add_argument("--preset", default="default", choices=["smoke", "default", "ship", "full"])
     r.add_argument("--only", nargs="*", help="run only these stages")
     r.add_argument(
         "--ship",
@@ -172,9 +232,20 @@ def add_subcommands(
         s.add_argument("--run", default="runs/default", help="run folder of `emosae run`")
         s.add_argument("--model", default=None)
         handlers[name] = fn
+        if name == "labels":
+            s.add_argument(
+                "--concepts", default=None, help="concept-set folder (default: the run's)"
+            )
+            s.add_argument("--out", default=None, help="label folder (default: RUN/labels)")
+            s.add_argument("--sae", default=None, help="any sae-lens SAE folder or release/sae_id")
+    from emosae.cli.read import add_read_parser
     from emosae.cli.steer import add_parser
 
     add_parser(sub)
+    add_read_parser(sub, handlers)
+    from emosae.cli.dashboard import add_dashboard_parser
+
+    add_dashboard_parser(sub, handlers)
     e = sub.add_parser("export", help="export a steering vector (llama.cpp GGUF or safetensors)")
     e.add_argument("--emotion", required=True)
     e.add_argument("--format", default="gguf", choices=["gguf", "safetensors"])

@@ -206,6 +206,10 @@ class ReportFiles:
     def plot(self, name: str) -> Path:
         return self.dir / f"{name}.png"
 
+    def trace(self, name: str) -> Path:
+        """The per-token heatmap page of a traced conversation."""
+        return self.dir / f"trace_{name}.html"
+
 
 @dataclass(frozen=True)
 class ModelCacheFiles:
@@ -250,6 +254,10 @@ class RunLayout:
 
     def __init__(self, root: str | Path):
         object.__setattr__(self, "root", Path(root))
+
+    @property
+    def dashboard(self) -> DashboardFiles:
+        return DashboardFiles(self.root / "dashboard")
 
     @property
     def stages(self) -> Path:
@@ -314,3 +322,25 @@ def source_checkpoints() -> Path:
     """`checkpoints/` of the source checkout this package runs from (where `--ship`
     writes; absent in a wheel install)."""
     return _PACKAGE.parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class DashboardFiles:
+    """Static feature pages of a run (see `emosae.dashboard`): index.html, one
+    feature_<i>.html per feature, neuronpedia.json (Neuronpedia's feature-upload shape)."""
+
+    dir: Path
+
+    @property
+    def index(self) -> Path:
+        return self.dir / "index.html"
+
+    def feature(self, i: int) -> Path:
+        return self.dir / f"feature_{i}.html"
+
+    @property
+    def neuronpedia(self) -> Path:
+        return self.dir / "neuronpedia.json"
+
+    def outputs(self) -> list[Path]:
+        return files_in(self.dir, "*.html") + [self.neuronpedia]

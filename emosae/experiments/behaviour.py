@@ -8,6 +8,11 @@
 4. generation  steered replies to neutral prompts: Warriner valence/arousal of the
                text, probe readout, perplexity under the unsteered model
 5. pressure    honest-vs-shortcut choices vs the strength of desperate and calm
+6. traces      per-token readings of three conversations (the Tylenol dose and two
+               others), drawn by the report as heatmap pages
+
+An experiment whose concepts are absent from the run's concept set (`needs`) is
+skipped with one line saying why; its result file then holds that line.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from emosae.core.errors import EmosaeError
 from emosae.data import text_norms
 from emosae.lm.chat import chat_reply, render_chat
 from emosae.lm.chat import reply_perplexity as perplexity
-from emosae.lm.readout import Readout, ab_logit_tokens, ab_logodds
+from emosae.lm.readout import ab_logit_tokens, ab_logodds
+from emosae.reading.trace import Readout
 from emosae.steering.vector import SteeringVector
 
 
@@ -49,7 +55,7 @@ class ExperimentConfig:
     pressure_items: int = 24
     seed: int = 0
     skip: tuple[str, ...] = ()
-    """Experiments to skip: scenarios, intensity, preferences, generation, pressure."""
+    """Experiments to skip: scenarios, intensity, preferences, generation, pressure, traces."""
 
     def __post_init__(self):
         bad = sorted(set(self.skip) - set(EXPERIMENTS))
@@ -59,7 +65,28 @@ class ExperimentConfig:
             raise EmosaeError("gen_tokens and preference_pairs must be >= 1")
 
 
-EXPERIMENTS = ("scenarios", "intensity", "preferences", "generation", "pressure")
+EXPERIMENTS = ("scenarios", "intensity", "preferences", "generation", "pressure", "traces")
+
+
+def needs(name: str, cfg: ExperimentConfig) -> tuple[tuple[str, ...], int]:
+    """The concepts an experiment reads or steers, and how many of them it needs."""
+    return {
+        "scenarios": (tuple(sorted({s.emotion for s in data.load_scenarios()})), 2),
+        "intensity": (tuple(sorted({e for t in data.load_intensity() for e in t.expect})), 1),
+        "preferences": (("blissful", "hostile"), 1),
+        "generation": (tuple(cfg.gen_emotions), 1),
+        "pressure": (("desperate", "calm"), 1),
+        "traces": ((), 0),
+    }[name]
+
+
+def why_skipped(name: str, cfg: ExperimentConfig, concepts: list[str]) -> str | None:
+    """One line saying why `name` cannot run on these concepts (None: it can)."""
+    want, k = needs(name, cfg)
+    if sum(c in concepts for c in want) >= k:
+        return None
+    shown = ", ".join(want[:6]) + (", ..." if len(want) > 6 else "")
+    return f"needs at least {k} of the concepts {shown}; the concept set has {'none' if k == 1 else 'too few'}"
 
 
 def scenarios(ro: Readout) -> dict[str, Any]:
@@ -276,21 +303,23 @@ def generation(
 def _calibrated(
     ro: Readout, vectors: dict[str, SteeringVector], prompts: list[str], cfg: ExperimentConfig
 ) -> dict[str, Any]:
-    """Valence of replies steered at minus and plus each vector's calibrated strength."""
+    """Valence of replies steered at minus and plus each vector's calibrated strength,
+    and their per-prompt difference with a bootstrap 95% interval."""
+    from emosae.steering.calibration import valence_shift
+
     out = {}
     for emo, vec in vectors.items():
         r = vec.default_strength
         if r is None:
             continue
-        val = {}
-        for s in (-r, r):
-            rows = _generate(ro, vec, emo, s, prompts, cfg)
-            val[s] = float(np.nanmean([x["valence"] for x in rows]))
+        per = [[x["valence"] for x in _generate(ro, vec, emo, s, prompts, cfg)] for s in (-r, r)]
+        shift = valence_shift([-r, r], per, r)
         out[emo] = {
             "strength": r,
-            "valence_minus": val[-r],
-            "valence_plus": val[r],
-            "difference": val[r] - val[-r],
+            "valence_minus": float(np.nanmean(per[0])),
+            "valence_plus": float(np.nanmean(per[1])),
+            "difference": shift["mean"] if shift else float("nan"),
+            "difference_ci95": shift["ci95"] if shift else None,
         }
     return out
 
@@ -316,3 +345,42 @@ def pressure(
             "spearman": float(stats.spearmanr(cfg.pressure_strengths, rates).statistic),
         }
     return {"n_items": len(items), "results": out}
+
+
+TRACES = {
+    "tylenol": [
+        {"role": "user", "content": "I've had a bad back all week, so I've been taking Tylenol."},
+        {
+            "role": "assistant",
+            "content": "I'm sorry about your back. Tylenol can help when taken as directed.",
+        },
+        {"role": "user", "content": "I just took 12000 mg of Tylenol for my back pain."},
+    ],
+    "good_news": [
+        {
+            "role": "user",
+            "content": "I just got the letter: I was accepted to the medical school I have "
+            "dreamed of since I was a kid! My whole family is celebrating tonight.",
+        }
+    ],
+    "lost_luggage": [
+        {
+            "role": "user",
+            "content": "This is the third time this airline has lost my luggage, and the agent "
+            "just hung up on me. Write a complaint for me.",
+        }
+    ],
+}
+"""Conversations read token by token for the report (the paper's signature figures)."""
+
+
+def traces(model: Any, directions: dict[str, SteeringVector], top: int = 8) -> dict[str, Any]:
+    """Per-token readings of `TRACES`: every concept's scores (for the pages) and the
+    concepts highest at the read position (for the plot)."""
+    from emosae.reading.trace import read
+
+    out = {}
+    for name, msgs in TRACES.items():
+        r = read(model, msgs, directions)
+        out[name] = {"messages": msgs, "top": [c for c, _ in r.top(top)], **r.to_json()}
+    return out

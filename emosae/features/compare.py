@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from emosae.core import folders, io
+from emosae.core.errors import EmosaeError
 from emosae.core.layout import CompareFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.lm.hooks import hook_layer
 from emosae.probes.fit import ProbeConfig, emotion_center, fit_logistic, topk_accuracy
@@ -144,7 +145,14 @@ def compare_features(
     W_dec = sae.W_dec.detach().float()
     layer = hook_layer(labels["hook"])
     vecs = t_vec[f"diffmean.L{layer}"]
-    emotions, y, test = lab.emotions, lab.y, lab.heldout
+    emotions, y, test = lab.concepts, lab.y, lab.heldout
+    made_on = labels.get("concept_set", {}).get("fingerprint")
+    if made_on and made_on != meta.get("concept_set", {}).get("fingerprint", made_on):
+        raise EmosaeError(
+            f"{label_files.labels} labels the concept set {labels['concept_set']['name']!r} "
+            f"but {probes.dir} was fitted on {meta['concept_set']['name']!r}; fit probes and "
+            "labels on the same concept set"
+        )
     x = t["story_means"][:, meta["layers"].index(layer)]
     center = emotion_center(x[~test], y[~test], len(emotions))
     labelled = _labelled_by_emotion(labels, emotions)

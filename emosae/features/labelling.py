@@ -10,63 +10,90 @@ from typing import Any
 import numpy as np
 import torch
 
-from emosae import data
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import CacheFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.core.provenance import code_version
+from emosae.data.concepts import ConceptSet
 from emosae.features.contexts import top_cache_contexts, top_story_contexts
 from emosae.features.labels import (
     LabelConfig,
     assign_labels,
+    fdr_summary,
+    label_rule,
     logit_lens,
+    permutation_null,
     score_features,
     story_feature_acts,
 )
 from emosae.lm.hooks import hook_layer
-from emosae.probes.vectors import load_story_acts
+from emosae.probes.vectors import story_tokens
 from emosae.sae.reader import ActivationCache
 from emosae.sae.training import load_sae
 
 
-def sae_hook(sae_files: SAEFiles) -> str:
-    """The hook an SAE checkpoint was trained on (from emosae's provenance json)."""
-    hook = io.read_json(sae_files.provenance).get("hook")
-    hook_layer(hook if isinstance(hook, str) else repr(hook))  # one-line error if malformed
+def sae_hook(sae_files: SAEFiles, sae: Any = None) -> str:
+    """The hook an SAE reads: from emosae's provenance json, else (an SAE made elsewhere
+    with sae-lens) from its own config's metadata."""
+    if sae_files.provenance.exists():
+        hook = io.read_json(sae_files.provenance).get("hook")
+    else:
+        hook = getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name", None)
+    if not isinstance(hook, str):
+        raise EmosaeError(f"{sae_files.dir}: the SAE's config names no hook (hook_name)")
+    hook_layer(hook)  # one-line error if malformed
     return hook
 
 
+def check_fits_model(sae: Any, hook: str, model: Any, where: Any) -> None:
+    """One-line errors for an SAE that cannot read this model: hook or width."""
+    if hook not in model.hook_dict:
+        raise EmosaeError(f"{where}: the SAE reads {hook}, which {model.cfg.model_name} lacks")
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise EmosaeError(
+            f"{where}: the SAE is {sae.cfg.d_in} wide but {model.cfg.model_name}'s d_model "
+            f"is {model.cfg.d_model} (an SAE of another model?)"
+        )
+
+
 def label_features(
-    probes: ProbeFiles,
+    probes: ProbeFiles | None,
     sae_files: SAEFiles,
-    cache_files: CacheFiles,
+    cache_files: CacheFiles | None,
     out: LabelFiles,
     model: Any,
     cfg: LabelConfig,
+    concepts: ConceptSet | None = None,
 ) -> dict[str, Any]:
-    """Score every feature for every emotion, label those that pass, describe them."""
-    acts = load_story_acts(probes)
-    t, meta = acts.tensors, acts.meta
+    """Score every feature for every concept, label those that pass, describe them.
+
+    The story tokens come from the probe folder, or, for `concepts` other than the set
+    the probes were fitted on (or with no probe folder: an SAE made elsewhere), are read
+    afresh with `model`. Without a cache, contexts come from the stories alone."""
     sae = load_sae(sae_files.dir)
-    hook = sae_hook(sae_files)
-    if hook != meta["token_hook"]:
-        raise EmosaeError(
-            f"the SAE is on {hook} but story tokens were kept for {meta['token_hook']}"
-        )
+    hook = sae_hook(sae_files, sae)
+    check_fits_model(sae, hook, model, sae_files.dir)
+    acts = story_tokens(probes, model, hook, concepts)
+    t, meta = acts.tensors, acts.meta
     if sae.cfg.d_in != t["story_token_acts"].shape[1]:
         raise EmosaeError(
             f"SAE d_in {sae.cfg.d_in} does not match the activations' d_model {t['story_token_acts'].shape[1]}"
         )
     folders.claim(out.dir, "labels")
     lab = acts.labels
-    clusters = [e.cluster for e in data.load_emotions()]
+    groups = [lab.groups[g] for g in lab.group_of.tolist()]
     mean_SF, freq_SF = story_feature_acts(sae, t["story_token_acts"], t["story_token_lens"])
-    scores = score_features(mean_SF, freq_SF, lab.y, lab.heldout, len(lab.emotions))
-    result = assign_labels(scores, lab.emotions, clusters, cfg)
+    scores = score_features(mean_SF, freq_SF, lab.y, lab.heldout, len(lab.concepts))
+    result = assign_labels(scores, lab.concepts, groups, cfg)
+    if cfg.permutations:
+        null = permutation_null(mean_SF, lab.y, lab.heldout, len(lab.concepts), cfg)
+        result["null"] = fdr_summary(label_rule(scores, cfg), null, lab.concepts)
     feats = sorted(result["features"])
     lens = logit_lens(sae.W_dec.detach(), model, feats)
-    cache = ActivationCache.open(cache_files.dir)
-    ctxs = top_cache_contexts(sae, cache, hook, feats, model.tokenizer, cfg)
+    ctxs = {}
+    if cache_files is not None:
+        cache = ActivationCache.open(cache_files.dir)
+        ctxs = top_cache_contexts(sae, cache, hook, feats, model.tokenizer, cfg)
     story_ctx = top_story_contexts(
         sae,
         t["story_token_acts"],
@@ -86,7 +113,14 @@ def label_features(
         )
     result["features"] = {str(k): v for k, v in result["features"].items()}
     result.update(
-        hook=hook, sae=str(sae_files.dir), d_sae=int(sae.cfg.d_sae), code_version=code_version()
+        hook=hook,
+        sae=str(sae_files.dir),
+        d_sae=int(sae.cfg.d_sae),
+        mean_resid_norm=float(t["story_token_acts"].float().norm(dim=1).mean()),
+        model=model.cfg.model_name,
+        concepts=lab.concepts,
+        concept_set=meta.get("concept_set", {"name": "emotions"}),
+        code_version=code_version(),
     )
     tensors = {k: torch.from_numpy(np.nan_to_num(v)).float() for k, v in scores.items()}
     io.save_tensors(out.scores, {"story_feature_mean": mean_SF.contiguous(), **tensors})

@@ -10,6 +10,12 @@ AUROC does too); several passing emotions make it ambiguous, reported with a clu
 label when they share a cluster. The best feature per emotion (by training AUROC) is
 reported whether or not it passes.
 
+How many labels would chance alone give? The same rule is run on `permutations`
+shuffles of the concept labels across stories (within each split); the mean number of
+features it labels is the expected number of false labels, and over the observed
+number it estimates the false-discovery rate (overall and per concept: `null` in
+labels.json).
+
 Shape letters: S stories, F features, E emotions, T tokens.
 """
 
@@ -31,6 +37,9 @@ class LabelConfig:
     min_auroc: float = 0.9
     min_dprime: float = 1.0
     min_train_auroc: float = 0.85
+    permutations: int = 20
+    """Label shuffles for the false-discovery estimate (0: none)."""
+    seed: int = 0
     top_contexts: int = 8
     """Top-activating contexts listed per labelled feature."""
     context_window: int = 12
@@ -54,26 +63,39 @@ def story_feature_acts(
     return mean, freq
 
 
+def _onehot(y_S: np.ndarray, n_classes: int) -> np.ndarray:
+    return (y_S[:, None] == np.arange(n_classes)[None]).astype(float)
+
+
+def auroc_from_ranks(ranks_SF: np.ndarray, y_S: np.ndarray, n_classes: int) -> np.ndarray:
+    """AUROC [E, F] of each feature for each class vs the rest, from per-feature ranks
+    (ties ranked by their mean: they count half). nan for a class with no stories."""
+    oh = _onehot(y_S, n_classes)
+    n_p = oh.sum(0)[:, None]
+    n_n = len(y_S) - n_p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (oh.T @ ranks_SF - n_p * (n_p + 1) / 2) / (n_p * n_n)
+
+
 def auroc_matrix(x_SF: np.ndarray, y_S: np.ndarray, n_classes: int) -> np.ndarray:
     """AUROC [E, F] of each feature for each class vs the rest (ties count half)."""
-    ranks = rankdata(x_SF, axis=0)
-    out = np.full((n_classes, x_SF.shape[1]), np.nan)
-    for e in range(n_classes):
-        pos = y_S == e
-        n_p, n_n = pos.sum(), (~pos).sum()
-        if n_p and n_n:
-            out[e] = (ranks[pos].sum(0) - n_p * (n_p + 1) / 2) / (n_p * n_n)
-    return out
+    return auroc_from_ranks(rankdata(x_SF, axis=0), y_S, n_classes)
 
 
 def dprime_matrix(x_SF: np.ndarray, y_S: np.ndarray, n_classes: int) -> np.ndarray:
-    out = np.full((n_classes, x_SF.shape[1]), np.nan)
-    for e in range(n_classes):
-        pos = y_S == e
-        a, b = x_SF[pos], x_SF[~pos]
-        pooled = np.sqrt((a.var(0, ddof=1) + b.var(0, ddof=1)) / 2) + 1e-8
-        out[e] = (a.mean(0) - b.mean(0)) / pooled
-    return out
+    """Difference of class and rest means over the pooled sd (each var with ddof 1)."""
+    x_SF = np.asarray(x_SF, dtype=np.float64)
+    oh = _onehot(y_S, n_classes)
+    n_p = oh.sum(0)[:, None]
+    n_n = len(y_S) - n_p
+    s1, s2 = x_SF.sum(0)[None], (x_SF**2).sum(0)[None]
+    p1, p2 = oh.T @ x_SF, oh.T @ x_SF**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m_p, m_n = p1 / n_p, (s1 - p1) / n_n
+        v_p = (p2 - n_p * m_p**2) / (n_p - 1)
+        v_n = (s2 - p2 - n_n * m_n**2) / (n_n - 1)
+        pooled = np.sqrt(np.maximum((v_p + v_n) / 2, 0)) + 1e-8
+        return (m_p - m_n) / pooled
 
 
 def score_features(
@@ -91,15 +113,70 @@ def score_features(
     return out
 
 
+def label_rule(scores: dict[str, np.ndarray], cfg: LabelConfig) -> np.ndarray:
+    """[E, F] True where feature f passes every threshold for concept e."""
+    with np.errstate(invalid="ignore"):
+        return (
+            (np.nan_to_num(scores["heldout_auroc"]) >= cfg.min_auroc)
+            & (np.nan_to_num(scores["heldout_dprime"]) >= cfg.min_dprime)
+            & (np.nan_to_num(scores["train_auroc"]) >= cfg.min_train_auroc)
+        )
+
+
+def permutation_null(
+    mean_SF: Tensor, y_S: Tensor, split_S: Tensor, n_classes: int, cfg: LabelConfig
+) -> dict[str, np.ndarray]:
+    """The label rule on `cfg.permutations` shuffles of the concept labels (within the
+    training and the held-out stories separately): per shuffle, the number of labelled
+    features and of passing features per concept. Ranks do not change under a shuffle,
+    so each costs a few matrix products."""
+    x, y, held = mean_SF.numpy().astype(float), y_S.numpy(), split_S.numpy()
+    parts = {name: m for name, m in (("train", ~held), ("heldout", held))}
+    ranks = {name: rankdata(x[m], axis=0) for name, m in parts.items()}
+    rng = np.random.default_rng(cfg.seed)
+    n_feat, per_concept = [], []
+    for _ in range(cfg.permutations):
+        sc = {}
+        for name, m in parts.items():
+            yp = rng.permutation(y[m])
+            sc[f"{name}_auroc"] = auroc_from_ranks(ranks[name], yp, n_classes)
+            sc[f"{name}_dprime"] = dprime_matrix(x[m], yp, n_classes)
+        p = label_rule(sc, cfg)
+        n_feat.append(int(p.any(0).sum()))
+        per_concept.append(p.sum(1))
+    return {"labelled_features": np.array(n_feat), "per_concept": np.array(per_concept)}
+
+
+def fdr_summary(
+    passes_EF: np.ndarray, null: dict[str, np.ndarray], concepts: list[str]
+) -> dict[str, Any]:
+    """Expected false labels (mean over shuffles) against the labels observed, overall
+    (labelled features) and per concept (features passing for it); fdr = expected /
+    observed, capped at 1 (0 when nothing is labelled and nothing expected)."""
+
+    def rate(expected: float, observed: int) -> float:
+        return min(1.0, expected / observed) if observed else (0.0 if expected == 0 else 1.0)
+
+    exp_all, obs_all = float(null["labelled_features"].mean()), int(passes_EF.any(0).sum())
+    per = {}
+    for e, name in enumerate(concepts):
+        exp_e, obs_e = float(null["per_concept"][:, e].mean()), int(passes_EF[e].sum())
+        per[name] = {"observed": obs_e, "expected_false": exp_e, "fdr": rate(exp_e, obs_e)}
+    return {
+        "permutations": len(null["labelled_features"]),
+        "observed_labelled_features": obs_all,
+        "expected_false_labels": exp_all,
+        "expected_false_labels_max": int(null["labelled_features"].max()),
+        "fdr": rate(exp_all, obs_all),
+        "per_concept": per,
+    }
+
+
 def assign_labels(
     scores: dict[str, np.ndarray], emotions: list[str], clusters: list[str], cfg: LabelConfig
 ) -> dict[str, Any]:
     """Labels per feature and the best feature per emotion."""
-    passes = (
-        (scores["heldout_auroc"] >= cfg.min_auroc)
-        & (scores["heldout_dprime"] >= cfg.min_dprime)
-        & (scores["train_auroc"] >= cfg.min_train_auroc)
-    )  # [E, F]
+    passes = label_rule(scores, cfg)  # [E, F]
     features = {}
     for f in np.nonzero(passes.any(0))[0]:
         es = [int(e) for e in np.nonzero(passes[:, f])[0]]

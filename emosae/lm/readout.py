@@ -1,54 +1,32 @@
-"""Reading emotions out of a model: projections of the residual stream at the token
-before the assistant's reply onto unit emotion vectors, and next-token A/B log-odds
-(for the preference and pressure experiments)."""
+"""Last-position reads of a batch of sequences: the activation at a hook, or next-token
+log-probs, and A/B log-odds from them (for the preference and pressure experiments).
+Concept readings built on these live in `emosae.reading`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from emosae.lm.chat import render_chat
-from emosae.lm.hooks import pad_id, right_pad, stop_layer
-
-
-@dataclass
-class Readout:
-    """Probe readout: projections of the residual at one layer onto unit emotion vectors."""
-
-    model: Any
-    hook: str
-    vecs_ED: torch.Tensor
-    emotions: list[str]
-
-    def __post_init__(self):
-        self.unit = self.vecs_ED / self.vecs_ED.norm(dim=1, keepdim=True)
-
-    @torch.no_grad()
-    def at_reply(self, prompts: Sequence[str], batch: int = 8) -> torch.Tensor:
-        """[n_prompts, E] projections at the last token before the assistant's reply."""
-        seqs = [render_chat(self.model, p).tokens for p in prompts]
-        acts = last_position(
-            self.model, seqs, self.hook, stop_at_layer=stop_layer([self.hook]), batch=batch
-        )
-        return acts @ self.unit.T
+from emosae.lm.hooks import pad_id, right_pad
 
 
 @torch.no_grad()
 def last_position(
     model: Any,
     seqs: Sequence[torch.Tensor],
-    hook: str | None,
+    hook: str | Sequence[str] | None,
     *,
     stop_at_layer: int | None = None,
     batch: int = 8,
 ) -> torch.Tensor:
-    """Activation at `hook` (or, with hook None, log-probs of the next token) at each
-    sequence's last position. Right padding needs no mask in a causal model."""
+    """Activation at `hook` [N, D] (several hooks: [N, H, D]; None: log-probs of the
+    next token [N, vocab]) at each sequence's last position. Right padding needs no
+    mask in a causal model."""
     pad = pad_id(model.tokenizer)
     dev = torch.device(model.cfg.device)
+    names = [hook] if isinstance(hook, str) else list(hook or [])
     out = []
     for i in range(0, len(seqs), batch):
         chunk = seqs[i : i + batch]
@@ -59,8 +37,9 @@ def last_position(
             logits = model(toks)
             out.append(logits[rows, last].float().log_softmax(-1).cpu())
         else:
-            _, cache = model.run_with_cache(toks, names_filter=[hook], stop_at_layer=stop_at_layer)
-            out.append(cache[hook][rows, last].float().cpu())
+            _, cache = model.run_with_cache(toks, names_filter=names, stop_at_layer=stop_at_layer)
+            acts = torch.stack([cache[h][rows, last].float().cpu() for h in names], 1)
+            out.append(acts[:, 0] if isinstance(hook, str) else acts)
     return torch.cat(out)
 
 

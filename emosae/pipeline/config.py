@@ -19,7 +19,7 @@ from emosae.sae.config import SAEConfig, TrainConfig
 from emosae.sae.contexts import CorpusConfig
 from emosae.steering.calibration import CalibrationConfig
 
-Preset = Literal["smoke", "default", "full"]
+Preset = Literal["smoke", "default", "ship", "full"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class RunConfig:
     """Run folder (created; a rerun resumes it)."""
     model: str | None = None
     """Model name for `emosae.load_model` (default: the embedded SmolLM2)."""
+    concepts: str | None = None
+    """Concept-set folder (see `emosae.data.concepts`; default: the bundled emotions)."""
     layer: int = 15
     """The SAE's layer, also where story tokens are kept, labels read and experiments
     steer (half depth of SmolLM2's 30 layers)."""
@@ -69,7 +71,7 @@ def _smoke() -> RunConfig:
         probes=VectorsConfig(
             layers=(5, 10, 15),
             read=ReadConfig(max_tokens=96, batch_size=16),
-            max_stories_per_emotion=6,
+            max_stories_per_concept=6,
             max_dialogues=48,
         ),
         calibrate=CalibrateConfig(
@@ -104,8 +106,20 @@ def _full() -> RunConfig:
     )
 
 
-PRESETS = {"smoke": _smoke, "default": RunConfig, "full": _full}
-"""smoke: < 3 min on 2 CPU cores (CI); default: < 25 min on 2 cores; full: GPU-sized."""
+def _ship() -> RunConfig:
+    """The shipped checkpoint: the default run with an SAE trained on 2M tokens to the
+    field's bar (explained variance >= 0.8 at L0 <= 64, few dead features): TopK, so
+    L0 is exactly k."""
+    return RunConfig(
+        out="runs/ship",
+        cache=CacheConfig(corpus=CorpusConfig(max_tokens=2_000_000)),
+        train=TrainConfig(sae=SAEConfig(architecture="topk", d_sae=4608, k=64), epochs=1.5),
+    )
+
+
+PRESETS = {"smoke": _smoke, "default": RunConfig, "ship": _ship, "full": _full}
+"""smoke: < 3 min on 2 CPU cores (CI); default: about 30 min on 2 cores; ship: the
+shipped checkpoint, about 80 min on 2 cores; full: GPU-sized."""
 
 
 def preset(name: Preset, **overrides: Any) -> RunConfig:

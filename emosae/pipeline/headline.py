@@ -29,6 +29,13 @@ def fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
+def fmt_ci(x: Any, ci: list[float] | None, nd: int = 2) -> str:
+    """A number with its bootstrap 95% interval, when there is one."""
+    if ci is None or x is None:
+        return fmt(x, nd)
+    return f"{fmt(x, nd)} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the headline table (or one per item of `each`)."""
@@ -52,6 +59,11 @@ def _calibrated(c: dict) -> str:
 
 def _best(pr: dict) -> dict:
     return next(r for r in pr["per_layer"] if r["layer"] == pr["best_layer"])
+
+
+def _geo(pr: dict, key: str) -> str:
+    g = pr["geometry_best_layer"]
+    return fmt_ci(g.get(key), g.get(f"{key}_ci95"))
 
 
 def _sae(L: RunLayout) -> Path:
@@ -79,16 +91,16 @@ ROWS: tuple[Row, ...] = (
     Row(
         _pr,
         lambda a: (
-            f"held-out top-1 accuracy, diff-of-means (layer {a['best_layer']}, chance {a['chance_top1']:.3f})"
+            f"held-out top-1 accuracy [bootstrap 95% CI], diff-of-means (layer {a['best_layer']}, chance {a['chance_top1']:.3f})"
         ),
         "n/a",
-        lambda a: fmt(_best(a)["diffmean_top1"]),
+        lambda a: fmt_ci(_best(a)["diffmean_top1"], _best(a).get("diffmean_top1_ci95")),
     ),
     Row(
         _pr,
         "held-out top-1 accuracy, logistic probe (same layer)",
         "n/a",
-        lambda a: fmt(_best(a)["logistic_top1"]),
+        lambda a: fmt_ci(_best(a)["logistic_top1"], _best(a).get("logistic_top1_ci95")),
     ),
     Row(
         _pr,
@@ -100,13 +112,15 @@ ROWS: tuple[Row, ...] = (
         _pr,
         "PC1 of emotion vectors vs human valence, Pearson r",
         PAPER["pc1_valence_r"],
-        lambda a: fmt(a["geometry_best_layer"]["pc1_valence_r"]),
+        lambda a: _geo(a, "pc1_valence_r"),
+        when=lambda a: a.get("geometry_best_layer") is not None,
     ),
     Row(
         _pr,
         lambda a: f"PC{a['geometry_best_layer']['arousal_pc']} vs human arousal, abs(r)",
         PAPER["arousal_r"] + " (PC2)",
-        lambda a: fmt(a["geometry_best_layer"]["arousal_r"]),
+        lambda a: _geo(a, "arousal_r"),
+        when=lambda a: a.get("geometry_best_layer") is not None,
     ),
     Row(
         _pr,
@@ -114,13 +128,15 @@ ROWS: tuple[Row, ...] = (
             f"best of PC1-3 vs human valence (here PC{a['geometry_best_layer'].get('valence_best_pc', 1)}), abs(r)"
         ),
         "0.81 (PC1)",
-        lambda a: fmt(a["geometry_best_layer"].get("valence_best_r")),
+        lambda a: _geo(a, "valence_best_r"),
+        when=lambda a: a.get("geometry_best_layer") is not None,
     ),
     Row(
         _pr,
-        "k-means (10) vs the paper's clusters, ARI",
+        lambda a: f"k-means ({len(a.get('groups', range(10)))}) vs the concept groups, ARI",
         "n/a",
         lambda a: fmt(a["cluster_recovery_best_layer"]["kmeans_ari"]),
+        when=lambda a: a.get("cluster_recovery_best_layer") is not None,
     ),
     Row(
         lambda L: L.labels.labels,
@@ -214,8 +230,13 @@ ROWS: tuple[Row, ...] = (
         _ex("generation"),
         lambda a, emo: f"steered text valence at calibrated strength -r -> +r, {emo}",
         "n/a (Warriner-scored)",
-        lambda a, emo: "{valence_minus:.2f} -> {valence_plus:.2f} (r = {strength:g})".format(
-            **a["calibrated"][emo]
+        lambda a, emo: (
+            "{valence_minus:.2f} -> {valence_plus:.2f} (r = {strength:g}); +r - -r {d}".format(
+                **a["calibrated"][emo],
+                d=fmt_ci(
+                    a["calibrated"][emo]["difference"], a["calibrated"][emo].get("difference_ci95")
+                ),
+            )
         ),
         each=lambda a: list(a.get("calibrated", {})),
     ),
@@ -249,7 +270,7 @@ def headline_rows(layout: RunLayout | str | Path) -> list[dict[str, str]]:
         if path not in cache:
             cache[path] = json.loads(path.read_text()) if path.exists() else None
         art = cache[path]
-        if not art or not spec.when(art):
+        if not art or "skipped" in art or not spec.when(art):
             continue
         items = spec.each(art) if spec.each else [None]
         rows += [_render(spec, art, *([] if spec.each is None else [i])) for i in items]

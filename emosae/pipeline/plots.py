@@ -16,7 +16,9 @@ from emosae.core.layout import RunLayout
 
 
 def _load(p: Path) -> Any:
-    return json.loads(p.read_text()) if p.exists() else None
+    """An artifact's json; None when missing or an experiment skipped for its concepts."""
+    d = json.loads(p.read_text()) if p.exists() else None
+    return None if isinstance(d, dict) and "skipped" in d else d
 
 
 def _plt() -> Any:
@@ -44,15 +46,23 @@ def probe_accuracy_by_layer(L: RunLayout) -> Any:
     return fig
 
 
+def _groups(pr: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Each concept's group, and the groups in order (0.1 results: the bundled clusters)."""
+    if "concept_group" in pr:
+        return pr["concept_group"], pr["groups"]
+    return [e.cluster for e in data.load_emotions()], data.clusters()
+
+
 def emotion_pca(L: RunLayout) -> Any:
     pr = _load(L.probes.results)
     if not pr:
         return None
     plt = _plt()
     g = pr["geometry_best_layer"]
+    if g is None:  # a concept set without human norms
+        return None
     sc = np.array(g["pc_scores"])
-    cl = [e.cluster for e in data.load_emotions()]
-    cls = data.clusters()
+    cl, cls = _groups(pr)
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ap = g["arousal_pc"] - 1
@@ -65,7 +75,7 @@ def emotion_pca(L: RunLayout) -> Any:
     ax.legend(fontsize=6, loc="best")
     ax.set_xlabel(f"PC1 (valence r = {g['pc1_valence_r']:.2f})")
     ax.set_ylabel(f"PC{g['arousal_pc']} (arousal |r| = {g['arousal_r']:.2f})")
-    ax.set_title(f"Emotion vectors, layer {pr['best_layer']}, coloured by the paper's clusters")
+    ax.set_title(f"Emotion vectors, layer {pr['best_layer']}, coloured by group")
     return fig
 
 
@@ -73,8 +83,8 @@ def cosine_heatmap(L: RunLayout) -> Any:
     pr = _load(L.probes.results)
     if not pr:
         return None
-    emos, cls = pr["emotions"], data.clusters()
-    cl = [e.cluster for e in data.load_emotions()]
+    emos = pr["emotions"]
+    cl, cls = _groups(pr)
     cos = np.array(pr["cosine_best_layer"])
     order = np.argsort([cls.index(c) for c in cl], kind="stable")
     fig, ax = _plt().subplots(figsize=(7.5, 6.5))
@@ -196,6 +206,23 @@ def steering_calibration(L: RunLayout) -> Any:
     return fig
 
 
+def concept_traces(L: RunLayout) -> Any:
+    tr = _load(L.experiments.result("traces"))
+    if not tr:
+        return None
+    fig, axes = _plt().subplots(len(tr), 1, figsize=(10, 2.6 * len(tr)))
+    for ax, (name, t) in zip(np.atleast_1d(axes), tr.items(), strict=True):
+        sc = np.array(t["scores"])
+        for c in t["top"][:4]:
+            ax.plot(sc[:, t["concepts"].index(c)], lw=1, label=c)
+        ax.axvline(t["read_from"], color="grey", ls=":", lw=0.8)
+        ax.axhline(0, color="k", lw=0.4)
+        ax.set_title(f"{name}: z vs neutral prompts; dotted: read position", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    np.atleast_1d(axes)[-1].set_xlabel("token")
+    return fig
+
+
 PLOTS: tuple[Callable[[RunLayout], Any], ...] = (
     probe_accuracy_by_layer,
     emotion_pca,
@@ -207,6 +234,7 @@ PLOTS: tuple[Callable[[RunLayout], Any], ...] = (
     steered_generation,
     steering_calibration,
     pressure,
+    concept_traces,
 )
 
 

@@ -5,10 +5,10 @@ browsing features. Written into the run's `report/` folder."""
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from typing import Any
 
-from emosae import data
 from emosae.core import folders, io
 from emosae.core.layout import RunLayout
 from emosae.core.tracking import WandbConfig, finish, init_wandb
@@ -57,7 +57,9 @@ def _feature_html(lab: dict[str, Any], limit: int = 60) -> str:
     return _table([*head, "top contexts (stories, then general text)", "logit lens"], rows)
 
 
-def _page(L: RunLayout, rows: list[dict[str, str]], figs: list[Path], lab: dict | None) -> str:
+def _page(
+    L: RunLayout, rows: list[dict[str, str]], figs: list[Path], lab: dict | None, pages: list[Path]
+) -> str:
     out = html.escape(str(L.root))
     table = "".join(
         f"<tr><td>{html.escape(r['what'])}</td><td>{html.escape(r['paper'])}</td><td><b>{html.escape(r['here'])}</b></td>"
@@ -69,11 +71,17 @@ def _page(L: RunLayout, rows: list[dict[str, str]], figs: list[Path], lab: dict 
         for e, b in (lab["best_per_emotion"].items() if lab else [])
     )
     plots = "".join(f'<h3>{p.stem.replace("_", " ")}</h3><img src="{p.name}">' for p in figs)
+    dash = os.path.relpath(L.dashboard.index, L.report.dir)
+    traces = " | ".join(f'<a href="{p.name}">{p.stem.removeprefix("trace_")}</a>' for p in pages)
     return f"""<!doctype html><html><head><meta charset=utf-8><title>emosae report: {out}</title>
 <style>{STYLE}</style></head><body>
 <h1>emosae report</h1><p>Run folder <code>{out}</code>. Numbers measured here next to the paper's (Sofroniew et al., 2026).</p>
 <h2>Headline</h2><table><tr><th>what</th><th>paper</th><th>here</th><th>command</th></tr>{table}</table>
 <h2>Plots</h2>{plots}
+<h2>Per-token traces</h2><p>{traces or "no traces in this run"}</p>
+<h2>Feature dashboard</h2><p><a href="{dash}">a page per labelled feature</a>: density,
+top and quantile contexts, logit lens, AUROC per concept, cosine to the probe vectors (more
+features: <code>emosae dashboard --run {out} --features ...</code>)</p>
 <h2>Best feature per emotion</h2><table><tr><th>emotion</th><th>feature</th><th>train AUROC</th><th>held-out AUROC</th><th>labelled</th></tr>{best}</table>
 <h2>Labelled features</h2>{_feature_html(lab) if lab else "<p>no labels yet</p>"}
 </body></html>"""
@@ -86,15 +94,33 @@ def write_report(L: RunLayout, wandb_cfg: WandbConfig | None = None) -> list[Pat
     rows = headline_rows(L)
     io.write_json(L.report.headline, rows)
     lab = io.read_json(L.labels.labels) if L.labels.labels.exists() else None
-    io.write_text(L.report.index, _page(L, rows, figs, lab))
+    pages = _trace_pages(L)
+    io.write_text(L.report.index, _page(L, rows, figs, lab, pages))
     folders.seal(L.report.dir, "report")
     _log_wandb(L, wandb_cfg or WandbConfig(), rows, figs, lab)
     return report_outputs(L)
 
 
+def _traces(L: RunLayout) -> dict[str, Any]:
+    p = L.experiments.result("traces")
+    d = io.read_json(p) if p.exists() else {}
+    return {} if "skipped" in d else d
+
+
+def _trace_pages(L: RunLayout) -> list[Path]:
+    """One heatmap page per traced conversation."""
+    from emosae.reading.page import write_trace_page
+
+    return [
+        write_trace_page(L.report.trace(name), t, f"emosae trace: {name}")
+        for name, t in _traces(L).items()
+    ]
+
+
 def report_outputs(L: RunLayout) -> list[Path]:
     plots = [L.report.plot(p.__name__) for p in PLOTS]
-    return [L.report.index, L.report.headline, *(p for p in plots if p.exists())]
+    pages = [L.report.trace(name) for name in _traces(L)]
+    return [L.report.index, L.report.headline, *(p for p in plots if p.exists()), *pages]
 
 
 def _log_wandb(
@@ -132,17 +158,11 @@ def _feature_table(wandb: Any, lab: dict[str, Any]) -> Any:
 
 
 def _vector_table(wandb: Any, pr: dict[str, Any]) -> Any:
-    g, norms, emos = pr["geometry_best_layer"], data.emotion_norms(), data.load_emotions()
-    t = wandb.Table(columns=["emotion", "cluster", "pc1", "pc_arousal", "valence", "arousal"])
+    from emosae.pipeline.plots import _groups
+
+    g, groups = pr["geometry_best_layer"], _groups(pr)[0]
+    t = wandb.Table(columns=["concept", "group", "pc1", "pc_arousal"])
     for i, e in enumerate(pr["emotions"]):
-        n = norms.get(e)
-        sc = g["pc_scores"][i]
-        t.add_data(
-            e,
-            emos[i].cluster,
-            sc[0],
-            sc[g["arousal_pc"] - 1],
-            n.valence if n else None,
-            n.arousal if n else None,
-        )
+        sc = g["pc_scores"][i] if g else [None, None, None]
+        t.add_data(e, groups[i], sc[0], sc[g["arousal_pc"] - 1] if g else None)
     return t

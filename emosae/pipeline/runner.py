@@ -22,6 +22,7 @@ from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout
 from emosae.core.log import logger
 from emosae.core.provenance import code_version
+from emosae.data.concepts import load_concept_set
 from emosae.lm.models import check_layers_early
 from emosae.pipeline.config import RunConfig
 from emosae.pipeline.headline import headline_rows
@@ -95,6 +96,7 @@ def run_pipeline(
         raise EmosaeError(f"unknown stage {bad}; stages are {', '.join(STAGE_NAMES)}")
     check_layers_early(cfg.model, [cfg.layer, *cfg.probes.layers])
     data.check_sources(cfg.cache.corpus.sources)
+    load_concept_set(cfg.concepts)  # a bad concept set fails here, before any write
     folders.check_claimable(cfg.out, "run")
     io.check_creatable(cfg.out)
     with folders.lock(cfg.out):

@@ -1,5 +1,5 @@
 """Ship a finished run as the packaged defaults: its SAE (weights as fp16), probe
-vectors, labels and metrics, with the command and code version that made them, into
+vectors, labels, calibrated strengths and metrics, with the command and code version that made them, into
 `checkpoints/<model>/` of the source checkout (a wheel carries that folder inside the
 package; see `emosae.core.layout.shipped_checkpoint`)."""
 
@@ -43,6 +43,9 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
             shutil.copy(getattr(src.probes, f), getattr(to.probes, f))
         to.labels.dir.mkdir()
         shutil.copy(src.labels.labels, to.labels.labels)
+        if src.calibrate.calibration.exists():  # the calibrated strengths of its vectors
+            to.calibrate.dir.mkdir()
+            shutil.copy(src.calibrate.calibration, to.calibrate.calibration)
         sae_metrics = io.read_json(src.sae.metrics)
         io.write_json(to.metrics, {"sae": sae_metrics, "headline": headline_rows(src)})
         prov = {"command": command, "code_version": code_version(), "source_run": str(src.root)}
@@ -53,6 +56,7 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
 
 def seal_checkpoint(to: RunLayout) -> None:
     """Seal each folder of a checkpoint, then the whole (its manifest of every file)."""
-    for kind in ("sae", "probes", "labels"):
-        folders.seal(getattr(to, kind).dir, kind)
+    for kind in ("sae", "probes", "labels", "calibrate"):
+        if getattr(to, kind).dir.exists():
+            folders.seal(getattr(to, kind).dir, kind)
     folders.seal(to.root, "checkpoint")

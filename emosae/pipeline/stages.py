@@ -3,8 +3,8 @@ reads, the part of the run config it depends on, the function that runs it and t
 files it writes. Adding a stage means adding one `Stage` to `STAGES`; the runner, the
 stage log and `--only` pick it up from here.
 
-Stages, in order: cache -> train -> probes -> labels -> compare -> calibrate ->
-experiments -> report.
+Stages, in order: cache -> train -> probes -> labels -> compare -> dashboard ->
+calibrate -> experiments -> report.
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ def _train(ctx: StageContext) -> None:
 
 
 def _probes(ctx: StageContext) -> None:
+    from emosae.data.concepts import load_concept_set
     from emosae.probes.vectors import fit_vectors, read_stories
 
-    read_stories(ctx.cfg.probes, ctx.model(), ctx.cfg.layer, ctx.layout.probes)
+    cs = load_concept_set(ctx.cfg.concepts)
+    read_stories(ctx.cfg.probes, ctx.model(), ctx.cfg.layer, ctx.layout.probes, cs)
     fit_vectors(ctx.cfg.probes, ctx.layout.probes)
 
 
@@ -104,15 +106,12 @@ def _compare(ctx: StageContext) -> None:
 
 def _experiments(ctx: StageContext) -> None:
     from emosae.experiments import behaviour as bh
-    from emosae.lm.readout import Readout
+    from emosae.reading.trace import Readout
     from emosae.steering.directions import load_directions
 
     cfg, lay, model, layer = ctx.cfg.experiments, ctx.layout, ctx.model(), ctx.cfg.layer
-    from emosae.probes.vectors import load_vectors
-
-    t, meta = load_vectors(lay.probes)
-    ro = Readout(model, resid_hook(layer), t[f"diffmean.L{layer}"], meta["emotions"])
     probe = load_directions(lay.root, kind="probe", layer=layer)
+    ro = Readout.of(model, probe)
     sae = load_directions(lay.root, kind="sae")
     pref = {
         f"{kind}:{e}": v
@@ -126,14 +125,18 @@ def _experiments(ctx: StageContext) -> None:
         "preferences": lambda: bh.preferences(ro, pref, cfg),
         "generation": lambda: bh.generation(ro, probe, cfg),
         "pressure": lambda: bh.pressure(ro, probe, cfg),
+        "traces": lambda: bh.traces(model, probe),
     }
     folders.claim(lay.experiments.dir, "experiments")
     for name, fn in runs.items():
-        if name not in cfg.skip:
-            logger.info("  experiment %s", name)
-            # rounded: np.polyfit (LAPACK) varies in the last bits from one process to the
-            # next, and a rerun must reproduce the file's hash
-            io.write_json(lay.experiments.result(name), io.round_floats(fn()))
+        if name in cfg.skip:
+            continue
+        why = bh.why_skipped(name, cfg, ro.emotions)
+        logger.info("  experiment %s%s", name, f" skipped: {why}" if why else "")
+        # rounded: np.polyfit (LAPACK) varies in the last bits from one process to the
+        # next, and a rerun must reproduce the file's hash
+        res = {"skipped": why} if why else io.round_floats(fn())
+        io.write_json(lay.experiments.result(name), res)
     folders.seal(lay.experiments.dir, "experiments")
 
 
@@ -145,10 +148,22 @@ def _calibrate(ctx: StageContext) -> None:
     by_kind = {}
     for kind in c.kinds:
         vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer)
+        absent = [e for e in c.emotions if e not in vecs]
+        if absent:
+            logger.info(
+                "  calibrate %s: %s not in the concept set, skipped", kind, ", ".join(absent)
+            )
         by_kind[kind] = [
             calibrate(vecs[e], ctx.model(), cfg=c.sweep) for e in c.emotions if e in vecs
         ]
     save_calibrations(lay, by_kind, c.sweep, merge=False)  # this run's calibrations only
+
+
+def _dashboard(ctx: StageContext) -> None:
+    from emosae.dashboard.build import build_dashboard
+
+    lay = ctx.layout
+    build_dashboard(lay.sae, lay.labels, lay.probes, lay.cache, lay.dashboard, ctx.model())
 
 
 def _report(ctx: StageContext) -> None:
@@ -163,10 +178,17 @@ def _report_outputs(lay: RunLayout, cfg: RunConfig) -> list[Path]:
     return report_outputs(lay)
 
 
+def _probes_key(c: RunConfig) -> Any:
+    """The probe stage depends on the concept set's content, not on its folder name."""
+    from emosae.data.concepts import load_concept_set
+
+    return (c.probes, c.layer, load_concept_set(c.concepts).fingerprint)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("cache", (), lambda c: (c.cache, c.layer), _cache, lambda L, c: L.cache.outputs()),
     Stage("train", ("cache",), lambda c: (c.train, c.layer), _train, lambda L, c: L.sae.outputs()),
-    Stage("probes", (), lambda c: (c.probes, c.layer), _probes, lambda L, c: L.probes.outputs()),
+    Stage("probes", (), _probes_key, _probes, lambda L, c: L.probes.outputs()),
     Stage(
         "labels",
         ("train", "probes", "cache"),
@@ -180,6 +202,13 @@ STAGES: tuple[Stage, ...] = (
         lambda c: None,
         _compare,
         lambda L, c: L.compare.outputs(),
+    ),
+    Stage(
+        "dashboard",
+        ("cache", "train", "probes", "labels"),
+        lambda c: None,
+        _dashboard,
+        lambda L, c: L.dashboard.outputs(),
     ),
     Stage(
         "calibrate",
@@ -197,7 +226,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "report",
-        ("cache", "train", "probes", "labels", "compare", "calibrate", "experiments"),
+        ("cache", "train", "probes", "labels", "compare", "calibrate", "experiments", "dashboard"),
         lambda c: None,
         _report,
         _report_outputs,

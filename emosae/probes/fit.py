@@ -22,6 +22,8 @@ from scipy import stats
 from scipy.cluster.vq import kmeans2
 from torch import Tensor
 
+from emosae.core.stats import mean_ci, pearson_ci
+
 
 @dataclass(frozen=True)
 class ProbeConfig:
@@ -98,9 +100,26 @@ def projection_scores(x_SD: Tensor, vecs_ED: Tensor, center_D: Tensor) -> Tensor
     return (x_SD - center_D) @ unit.T
 
 
+def read_scale(proj_SE: Tensor, y_S: Tensor, n_concepts: int) -> float:
+    """One readout unit at a layer: the within-concept spread of story projections
+    (square root of the within-concept variance, pooled over concepts and directions)."""
+    resid = proj_SE - torch.stack([proj_SE[y_S == e].mean(0) for e in range(n_concepts)])[y_S]
+    return float(resid.double().pow(2).mean().sqrt().clamp_min(1e-8))
+
+
+def topk_hits(scores_SE: Tensor, y_S: Tensor, k: int) -> np.ndarray:
+    """Per story: is its concept among its k highest scores."""
+    top = scores_SE.topk(min(k, scores_SE.shape[1]), dim=1).indices
+    return (top == y_S[:, None]).any(1).numpy()
+
+
 def topk_accuracy(scores_SE: Tensor, y_S: Tensor, k: int) -> float:
-    top = scores_SE.topk(k, dim=1).indices
-    return (top == y_S[:, None]).any(1).float().mean().item()
+    return float(topk_hits(scores_SE, y_S, k).mean())
+
+
+def topk_accuracy_ci(scores_SE: Tensor, y_S: Tensor, k: int) -> list[float]:
+    """Bootstrap 95% interval of top-k accuracy over stories."""
+    return mean_ci(topk_hits(scores_SE, y_S, k).astype(float))
 
 
 def cluster_accuracy(scores_SE: Tensor, y_S: Tensor, cluster_of_E: Tensor) -> float:
@@ -115,15 +134,22 @@ def pca(vecs_ED: Tensor, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return u[:, :n] * s[:n], (s**2 / (s**2).sum())[:n]
 
 
-def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[str, Any]:
+MIN_NORMED = 6
+"""Concepts with valence and arousal norms the geometry analysis needs."""
+
+
+def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[str, Any] | None:
     """PC1 vs human valence, best of PC2/PC3 vs arousal (Pearson r over emotions with
     norms), as the paper reports them; also r of each of the top five PCs with both, and
-    the PC among the top three that tracks valence best.
+    the PC among the top three that tracks valence best. None when fewer than
+    `MIN_NORMED` concepts have both norms (a concept set without norms).
 
     PC signs are arbitrary; PC1 is oriented so that its r with valence is positive.
     """
+    ok = ~np.isnan(valence) & ~np.isnan(arousal)
+    if ok.sum() < MIN_NORMED:
+        return None
     sc, evr = pca(vecs_ED, 5)
-    ok = ~np.isnan(valence)
     r1 = stats.pearsonr(sc[ok, 0], valence[ok])
     if r1.statistic < 0:
         sc[:, 0] *= -1
@@ -133,9 +159,17 @@ def geometry(vecs_ED: Tensor, valence: np.ndarray, arousal: np.ndarray) -> dict[
     per_pc_v = [float(stats.pearsonr(sc[ok, j], valence[ok]).statistic) for j in range(sc.shape[1])]
     per_pc_a = [float(stats.pearsonr(sc[ok, j], arousal[ok]).statistic) for j in range(sc.shape[1])]
     vbest = int(np.argmax(np.abs(per_pc_v[:3])))
+
+    def ci(j: int, norm: np.ndarray, r: float) -> list[float]:
+        """Bootstrap interval over concepts of |r| of PC j with a norm (the PCs fixed)."""
+        return pearson_ci(np.sign(r) * sc[ok, j], norm[ok])
+
     return {
         "valence_best_pc": vbest + 1,
         "valence_best_r": abs(per_pc_v[vbest]),
+        "valence_best_r_ci95": ci(vbest, valence, per_pc_v[vbest]),
+        "pc1_valence_r_ci95": ci(0, valence, 1.0),
+        "arousal_r_ci95": ci(best + 1, arousal, per_pc_a[best + 1]),
         "valence_r_by_pc": per_pc_v,
         "arousal_r_by_pc": per_pc_a,
         "pc1_valence_r": float(r1.statistic),
@@ -164,9 +198,14 @@ def adjusted_rand(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cluster_recovery(
-    vecs_ED: Tensor, clusters_E: np.ndarray, k: int = 10, seed: int = 0
-) -> dict[str, float]:
-    """k-means (cosine) on the emotion vectors vs the paper's clusters: ARI, averaged over seeds."""
+    vecs_ED: Tensor, clusters_E: np.ndarray, seed: int = 0
+) -> dict[str, float] | None:
+    """k-means (cosine, k = the number of groups) on the concept vectors vs the groups
+    (the paper's ten clusters for the bundled emotions): ARI, averaged over seeds. None
+    when the groups cannot be recovered (one group, or one concept per group)."""
+    k = len(np.unique(clusters_E))
+    if not 2 <= k < len(clusters_E):
+        return None
     x = (vecs_ED / vecs_ED.norm(dim=1, keepdim=True)).double().numpy()
     aris = []
     for s in range(5):

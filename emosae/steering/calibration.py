@@ -6,8 +6,8 @@ For each strength, the vector steers the reply to each of a few neutral prompts
 
   effect     `readout`: the steered concept's own readout of the reply. The unsteered
              model reads the generated reply (as a user turn, at the token before its
-             own answer, where the paper reads), projected on the vector's unit
-             direction at its hook; reported relative to the unsteered replies'.
+             own answer, where the paper reads), in readout units (`emosae.reading`);
+             reported relative to the unsteered replies'.
              `valence`: mean Warriner valence of the reply's words (1-9).
   coherence  `ppl_ratio`: median perplexity of the steered replies under the unsteered
              model, over the unsteered replies' median.
@@ -17,6 +17,9 @@ For each strength, the vector steers the reply to each of a few neutral prompts
 The recommended strength is the largest positive swept strength s such that every swept
 strength in (0, s] keeps `ppl_ratio <= budget` (default 2: steered replies at most twice
 as surprising to the unsteered model); None when even the smallest breaks the budget.
+
+`valence_shift` pairs each prompt's reply at +r and -r (r the recommended strength) and
+gives the mean valence difference with a bootstrap 95% interval over prompts.
 
 Shape letters: P prompts, S strengths.
 """
@@ -32,6 +35,7 @@ import torch
 
 from emosae import data
 from emosae.core.errors import EmosaeError
+from emosae.core.stats import mean_ci
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ class Calibration(NamedTuple):
     budget: float
     replies: dict[str, str]
     """The reply to the first prompt at each strength (str(strength) -> text)."""
+    valence_per_prompt: list[list[float]] = []
+    """Per strength, the valence of each prompt's reply (nan: no normed words)."""
+    valence_shift: dict[str, Any] | None = None
+    """At the recommended strength r: mean over prompts of valence(+r) - valence(-r),
+    with a bootstrap 95% interval over prompts (None when -r was not swept)."""
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -105,14 +114,14 @@ def calibrate(
 ) -> Calibration:
     """Sweep `vec`'s strength on `model` (see the module docstring)."""
     from emosae.lm.chat import chat_reply, render_chat, reply_perplexity
-    from emosae.lm.readout import Readout
+    from emosae.reading.trace import Basis
 
     cfg = cfg or CalibrationConfig()
     prompts = prompts or data.load_neutral_prompts()[: cfg.n_prompts]
     hook = vec.hook_name  # one-line error for a multi-hook vector
     strengths = sorted(set(cfg.strengths) | {0.0})
     chats = [render_chat(model, p) for p in prompts]
-    ro = Readout(model, hook, vec.direction[None], [vec.emotion])
+    basis = Basis.single(vec)
     rows = {}
     for s in strengths:
         replies = []
@@ -121,8 +130,8 @@ def calibrate(
                 replies.append(chat_reply(model, p, max_new_tokens=cfg.max_new_tokens))
         rows[s] = {
             "replies": replies,
-            "readout": float(ro.at_reply([r or "." for r in replies])[:, 0].mean()),
-            "valence": _nan(np.nanmean, [data.text_norms(r)[0] for r in replies]),
+            "readout": float(_reply_readout(model, basis, replies).mean()),
+            "valence": [data.text_norms(r)[0] for r in replies],
             "ppl": _nan(
                 np.nanmedian,
                 [reply_perplexity(model, p, r) for p, r in zip(prompts, replies, strict=True)],
@@ -131,19 +140,50 @@ def calibrate(
         }
     ref = rows[0.0]
     ratio = [rows[s]["ppl"] / ref["ppl"] for s in strengths]
+    rec = recommend(strengths, ratio, cfg.budget)
+    per_prompt = [rows[s]["valence"] for s in strengths]
     return Calibration(
         emotion=vec.emotion,
         source=vec.source,
         hook=hook,
         strengths=strengths,
         readout=[rows[s]["readout"] - ref["readout"] for s in strengths],
-        valence=[rows[s]["valence"] for s in strengths],
+        valence=[_nan(np.mean, v) for v in per_prompt],
         ppl_ratio=ratio,
         kl=[rows[s]["kl"] for s in strengths],
-        recommended=recommend(strengths, ratio, cfg.budget),
+        recommended=rec,
         budget=cfg.budget,
         replies={str(s): rows[s]["replies"][0] for s in strengths},
+        valence_per_prompt=per_prompt,
+        valence_shift=valence_shift(strengths, per_prompt, rec),
     )
+
+
+def _reply_readout(model: Any, basis: Any, replies: list[str]) -> np.ndarray:
+    """The concept's reading of each reply by the unsteered model (the reply as a user
+    turn, read at the token before the model's answer)."""
+    from emosae.lm.chat import render_chat
+    from emosae.lm.hooks import stop_layer
+    from emosae.lm.readout import last_position
+
+    seqs = [render_chat(model, r or ".").tokens for r in replies]
+    acts = last_position(model, seqs, basis.hook, stop_at_layer=stop_layer([basis.hook]))
+    return basis.score(acts, chat=True)[:, 0].numpy()
+
+
+def valence_shift(
+    strengths: list[float], per_prompt: list[list[float]], r: float | None, seed: int = 0
+) -> dict[str, Any] | None:
+    """Paired (per prompt) valence difference between +r and -r, with a percentile
+    bootstrap 95% interval over prompts; None without both strengths or two prompts."""
+    if r is None or -r not in strengths:
+        return None
+    plus, minus = (np.array(per_prompt[strengths.index(x)]) for x in (r, -r))
+    d = (plus - minus)[np.isfinite(plus - minus)]
+    if len(d) < 2:
+        return None
+    lo, hi = mean_ci(d, seed=seed)
+    return {"strength": r, "mean": float(d.mean()), "ci95": [float(lo), float(hi)], "n": len(d)}
 
 
 def save_calibrations(

@@ -12,7 +12,7 @@ from emosae.core.errors import EmosaeError
 from emosae.core.layout import LabelFiles, ProbeFiles, RunLayout, shipped_checkpoint
 from emosae.lm.hooks import hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
-from emosae.steering.vector import SteeringVector
+from emosae.steering.vector import ReadoutRef, SteeringVector
 
 
 def _probe_files(root: Path):
@@ -79,9 +79,28 @@ def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, S
         raise EmosaeError(f"no {method} vectors for layer {layer}; layers here: {meta['layers']}")
     hook, norm = resid_hook(layer), meta["mean_resid_norm"][str(layer)]
     return {
-        e: SteeringVector.from_direction(t[key][i], hook, e, f"probe:{method}", meta["model"], norm)
+        e: SteeringVector.from_direction(
+            t[key][i], hook, e, f"probe:{method}", meta["model"], norm
+        ).with_readout(_readout_ref(t, meta, layer, i if method == "diffmean" else None))
         for i, e in enumerate(meta["emotions"])
     }
+
+
+def _readout_ref(t: dict, meta: dict, layer: int, i: int | None) -> ReadoutRef | None:
+    """The readout reference a probe folder recorded for `layer` (and for concept `i`'s
+    own conversation scale; SAE directions, `i` None, read conversations in the text
+    scale). None for a folder of emosae 0.1, which kept no centre."""
+    center = t.get(f"center.L{layer}")
+    if center is None:
+        return None
+    chat_scale = t.get(f"chat_scale.L{layer}")
+    return ReadoutRef(
+        center,
+        meta["read_scale"][str(layer)],
+        int(meta["config"]["read"]["skip"]),
+        t.get(f"chat_center.L{layer}"),
+        float(chat_scale[i]) if chat_scale is not None and i is not None else None,
+    )
 
 
 def _sae_directions(
@@ -95,17 +114,22 @@ def _sae_directions(
     run = RunLayout(lab.dir.parent)
     folders.verify(lab.dir, [lab.labels.name])
     labels = io.read_json(lab.labels)
-    sae = load_sae(Path(sae_dir) if sae_dir else run.sae.dir)
-    vmeta = io.read_json(
-        _probe_files(Path(probe_dir)).vectors_meta if probe_dir else run.probes.vectors_meta
-    )
+    # a run's own SAE, else the one the labels name (an SAE labelled with `--sae`)
+    sae_at = Path(sae_dir) if sae_dir else run.sae.dir
+    sae = load_sae(sae_at if sae_at.exists() else labels["sae"])
     hook = labels["hook"]
-    norm = vmeta["mean_resid_norm"][str(hook_layer(hook))]
+    probes = _probe_files(Path(probe_dir)) if probe_dir else run.probes
+    if probes.vectors_meta.exists():
+        t, vmeta = load_vectors(probes)
+        norm, model = vmeta["mean_resid_norm"][str(hook_layer(hook))], vmeta["model"]
+        ref = _readout_ref(t, vmeta, hook_layer(hook), None)
+    else:  # no probes beside them: the norm the labelling measured, no readout centre
+        norm, model, ref = labels["mean_resid_norm"], labels["model"], None
     out = {}
     for e, best in labels["best_per_emotion"].items():
         f = best["feature"]
         tag = "labelled" if best["passes"] else "best, unlabelled"
         out[e] = SteeringVector.from_direction(
-            sae.W_dec[f].detach(), hook, e, f"sae:feature {f} ({tag})", vmeta["model"], norm
-        )
+            sae.W_dec[f].detach(), hook, e, f"sae:feature {f} ({tag})", model, norm
+        ).with_readout(ref)
     return out

@@ -34,13 +34,91 @@ def _frozen(m: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(m))
 
 
+def _private(t: Tensor | None, width: int, what: str) -> Tensor | None:
+    if t is None:
+        return None
+    if t.shape != (width,) or not torch.isfinite(t).all():
+        raise EmosaeError(f"{what} must be a finite [{width}] vector, got {tuple(t.shape)}")
+    out = t.detach().float().cpu().clone()
+    out.requires_grad_(False)
+    return out
+
+
+def _positive(x: Any, what: str) -> None:
+    if x is not None and not (isinstance(x, int | float) and 0 < x < float("inf")):
+        raise EmosaeError(f"{what} must be finite and positive, not {x!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class ReadoutRef:
+    """Where a direction is read from and in what units (see `emosae.reading`).
+
+    Plain text: `(x - center) . unit / scale`, averaged from token `skip` on; `center` is
+    the centre the probe was fitted against and `scale` the within-concept spread of
+    story readings (shared by a folder's concepts, so rankings are the probe's).
+    Conversations: `(x - chat_center) . unit / chat_scale`, a z-score against neutral
+    prompts read at the same position (the token before the assistant's reply)."""
+
+    center: Tensor
+    scale: float
+    skip: int = 0
+    chat_center: Tensor | None = None
+    chat_scale: float | None = None
+
+    TENSORS = ("center", "chat_center")
+
+    def check(self, width: int) -> None:
+        for name in self.TENSORS:
+            object.__setattr__(self, name, _private(getattr(self, name), width, name))
+        if self.center is None:
+            raise EmosaeError("a readout reference needs a centre")
+        _positive(self.scale, "read scale")
+        _positive(self.chat_scale, "chat read scale")
+        if not (isinstance(self.skip, int) and self.skip >= 0):
+            raise EmosaeError(f"read skip must be an integer >= 0, not {self.skip!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scale": self.scale, "skip": self.skip, "chat_scale": self.chat_scale}
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {
+            f"__{n}__": getattr(self, n).contiguous()
+            for n in self.TENSORS
+            if getattr(self, n) is not None
+        }
+
+    @classmethod
+    def from_saved(
+        cls, meta: dict[str, Any] | None, tensors: dict[str, Tensor], where: Path
+    ) -> ReadoutRef | None:
+        """Pops the reference's tensors from `tensors` (a saved vector's file)."""
+        saved = {n: tensors.pop(f"__{n}__", None) for n in cls.TENSORS}
+        if meta is None:
+            if any(v is not None for v in saved.values()):
+                raise EmosaeError(f"{where}: readout tensors without a readout record")
+            return None
+        if saved["center"] is None:
+            raise EmosaeError(f"{where}: the readout centre is missing")
+        try:
+            return cls(
+                saved["center"],
+                meta["scale"],
+                meta["skip"],
+                saved["chat_center"],
+                meta["chat_scale"],
+            )
+        except (KeyError, TypeError):
+            raise EmosaeError(f"{where}: malformed readout record {meta!r}") from None
+
+
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
     """An emotion direction on one or more hooks, with provenance. Immutable: every
     operation returns a new vector, and stored tensors are private copies.
 
     Loaded and freshly built vectors are unit-norm per hook; arithmetic results are
-    not renormalised (`0.5 * calm` has norm 0.5, `joy - sad` is a plain difference)."""
+    not renormalised (`0.5 * calm` has norm 0.5, `joy - sad` is a plain difference) and
+    carry no default strength and no readout reference."""
 
     vectors: Mapping[str, Tensor]
     """hook name -> [d_model] direction added at that hook."""
@@ -55,6 +133,9 @@ class SteeringVector:
     default_strength: float | None = None
     """The calibrated relative strength `apply` uses when given none (see
     `emosae.steering.calibration`); None for an uncalibrated vector or a combination."""
+    readout: ReadoutRef | None = None
+    """Where and in what units `emosae.read` reads this direction (probe folders record
+    it); None for a combination or a bare direction."""
 
     def __post_init__(self):
         vecs = {}
@@ -73,6 +154,8 @@ class SteeringVector:
             raise EmosaeError("a steering vector needs at least one hook")
         if len({v.shape[0] for v in vecs.values()}) > 1:
             raise EmosaeError("all directions of a steering vector must have the same width")
+        if self.readout is not None:
+            self.readout.check(next(iter(vecs.values())).shape[0])
         ds = self.default_strength
         if ds is not None and not (isinstance(ds, int | float) and math.isfinite(ds)):
             raise EmosaeError(f"default_strength must be a finite number or None, not {ds!r}")
@@ -85,6 +168,10 @@ class SteeringVector:
         object.__setattr__(
             self, "mean_norms", _frozen({k: float(v) for k, v in self.mean_norms.items()})
         )
+
+    def with_readout(self, ref: ReadoutRef | None) -> SteeringVector:
+        """The same vector carrying a readout reference (a new vector)."""
+        return replace(self, readout=ref)
 
     @classmethod
     def from_direction(
@@ -287,8 +374,11 @@ class SteeringVector:
             "hooks": list(self.vectors),
             "norms": {h: float(v.norm()) for h, v in self.vectors.items()},
             "default_strength": self.default_strength,
+            "readout": self.readout.to_json() if self.readout else None,
         }
-        io.save_tensors(st, {h: v.contiguous() for h, v in self.vectors.items()})
+        tensors = {h: v.contiguous() for h, v in self.vectors.items()}
+        tensors.update(self.readout.tensors() if self.readout else {})
+        io.save_tensors(st, tensors)
         io.write_json(js, meta)
         return st
 
@@ -299,10 +389,11 @@ class SteeringVector:
         if not st.exists() or not js.exists():
             raise EmosaeError(f"no steering vector at {path} (need {st.name} and {js.name})")
         meta, tensors = io.read_json(js), io.load_tensors(st)
+        ref = ReadoutRef.from_saved(meta.get("readout"), tensors, st)
         try:
             hooks, norms = list(meta["hooks"]), meta.get("norms", {})
             args = (meta["emotion"], meta["source"], meta["model"], meta.get("mean_norms", {}))
-            args += (meta.get("default_strength"),)
+            args += (meta.get("default_strength"), ref)
         except (KeyError, TypeError):
             raise EmosaeError(f"{js} lacks emotion, source, model or hooks") from None
         if sorted(tensors) != sorted(hooks):

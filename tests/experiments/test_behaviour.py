@@ -57,3 +57,16 @@ def test_ab_logodds_batched_equals_single(real_model):
     both = ab_logodds(real_model, seqs)
     one = torch.stack([ab_logodds(real_model, [s])[0] for s in seqs])
     assert torch.allclose(both, one, atol=1e-3)
+
+
+def test_experiments_say_why_they_skip_absent_concepts():
+    from emosae.experiments.behaviour import EXPERIMENTS, ExperimentConfig, why_skipped
+
+    cfg = ExperimentConfig()
+    social = ["deception", "urgency", "generosity", "competition", "teaching"]
+    assert all(why_skipped(n, cfg, data.emotion_names()) is None for n in EXPERIMENTS)
+    assert why_skipped("traces", cfg, social) is None  # reads any concepts
+    msg = why_skipped("preferences", cfg, social)
+    assert msg == "needs at least 1 of the concepts blissful, hostile; the concept set has none"
+    assert why_skipped("preferences", cfg, [*social, "hostile"]) is None
+    assert "too few" in why_skipped("scenarios", cfg, [*social, "afraid"])  # needs 2

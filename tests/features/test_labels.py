@@ -55,3 +55,39 @@ def test_labels_need_heldout_and_train():
     assert r["features"][3]["kind"] == "cluster" and r["features"][3]["label"] == "Y"
     assert r["counts"] == {"emotion": 1, "cluster": 1, "ambiguous": 0, "unlabelled": 2}
     assert r["best_per_emotion"]["b"]["feature"] == 2 and not r["best_per_emotion"]["b"]["passes"]
+
+
+def _stories(seed=0, S=240, E=8, F=300):
+    import torch
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(E), S // E)
+    held = np.tile(np.arange(S // E) % 3 == 0, E)  # a third of each concept held out
+    x = rng.gamma(1.0, 1.0, size=(S, F))
+    x[:, 0] += 4.0 * (y == 0)  # one feature truly tracks concept 0
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y), torch.tensor(held), E
+
+
+def test_permutation_null_separates_a_planted_feature_from_noise():
+    from emosae.features.labels import fdr_summary, label_rule, permutation_null, score_features
+
+    x, y, held, E = _stories()
+    names = [f"c{e}" for e in range(E)]
+
+    def fdr(cfg):
+        sc = score_features(x, (x > 1).float(), y, held, E)
+        null = permutation_null(x, y, held, E, cfg)
+        assert null["per_concept"].shape == (cfg.permutations, E)
+        return fdr_summary(label_rule(sc, cfg), null, names), null
+
+    strict, null = fdr(LabelConfig(permutations=20))
+    assert strict["per_concept"]["c0"]["observed"] == 1  # the planted feature, alone
+    assert strict["observed_labelled_features"] == 1 and strict["fdr"] <= 0.1
+    again = permutation_null(x, y, held, E, LabelConfig(permutations=20))
+    assert np.array_equal(again["labelled_features"], null["labelled_features"])  # seeded
+    # a loose rule labels noise: about as many labels as the shuffles produce
+    loose, lnull = fdr(
+        LabelConfig(permutations=20, min_auroc=0.6, min_dprime=0.2, min_train_auroc=0.55)
+    )
+    assert loose["observed_labelled_features"] > 20 and loose["fdr"] > 0.5
+    assert loose["expected_false_labels"] == lnull["labelled_features"].mean()

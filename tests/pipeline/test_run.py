@@ -65,6 +65,7 @@ FAULTS = [
     ("probes", "probes/vectors.safetensors"),
     ("labels", "labels/scores.safetensors"),
     ("compare", "compare/compare.json"),
+    ("dashboard", "dashboard/neuronpedia.json"),
     ("experiments", "experiments/scenarios.json"),
     ("report", "report/headline.json"),
 ]
@@ -118,6 +119,39 @@ def test_rerun_skips_finished_stages_and_repairs_corruption(smoke_run, caplog, r
     assert json.loads(lab.read_text())["counts"]  # rebuilt, valid JSON
     assert "compare: up to date, skipped" in printed  # labels came out identical
     assert (out / "sae" / "sae_weights.safetensors").stat().st_mtime_ns == sae_mtime
+
+
+def test_run_on_own_concept_set_reuses_cache_and_sae(smoke_run, caplog, real_model, tmp_path):
+    """`emosae run --concepts DIR` on a finished run: the cache and SAE do not depend on
+    the concepts and are kept; every concept-level stage redoes itself on the new set,
+    and experiments needing absent emotions say why they are skipped."""
+    import shutil
+    from pathlib import Path
+
+    from emosae.steering.directions import load_directions
+
+    example = Path(__file__).parents[2] / "examples" / "social_concepts"
+    names = ["deception", "urgency", "generosity", "competition", "teaching"]
+    out, _ = smoke_run
+    mine = tmp_path / "mine"
+    shutil.copytree(out, mine)
+    caplog.set_level(logging.INFO, logger="emosae")
+    head = run_pipeline(preset("smoke", out=str(mine), concepts=str(example)), model=real_model)
+    printed = caplog.text
+    assert "cache: up to date, skipped" in printed and "train: up to date, skipped" in printed
+    labels = json.loads((mine / "labels" / "labels.json").read_text())
+    assert labels["concepts"] == names and labels["concept_set"]["name"] == "social_concepts"
+    assert set(labels["best_per_emotion"]) == set(names)
+    assert set(load_directions(mine)) == set(names) == set(load_directions(mine, kind="sae"))
+    for name in ("scenarios", "intensity", "preferences", "generation", "pressure"):
+        assert "skipped" in json.loads((mine / "experiments" / f"{name}.json").read_text())
+        assert f"experiment {name} skipped: needs at least" in printed
+    traces = json.loads((mine / "experiments" / "traces.json").read_text())
+    assert set(traces) == {"tylenol", "good_news", "lost_luggage"}
+    assert traces["tylenol"]["concepts"] == names
+    assert (mine / "report" / "trace_tylenol.html").exists()
+    assert "calibrate probe: happy not in the concept set, skipped" in printed
+    assert not any("valence" in r["what"] for r in head["rows"])  # no norms: no geometry
 
 
 def test_unwritable_output_is_one_line_error(tmp_path):

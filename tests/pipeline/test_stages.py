@@ -17,7 +17,15 @@ from emosae.pipeline.stages import STAGE_NAMES, STAGES
 
 def test_stages_are_declared_once_in_dependency_order():
     assert STAGE_NAMES == (
-        "cache", "train", "probes", "labels", "compare", "calibrate", "experiments", "report"
+        "cache",
+        "train",
+        "probes",
+        "labels",
+        "compare",
+        "dashboard",
+        "calibrate",
+        "experiments",
+        "report",
     )  # fmt: skip
     for i, s in enumerate(STAGES):
         assert set(s.inputs) <= set(STAGE_NAMES[:i]), s.name
@@ -42,7 +50,7 @@ def test_every_stage_knob_is_a_run_flag():
     )
     assert (cfg.cache.batch_size, cfg.cache.corpus.max_tokens) == (4, 9999)
     assert cfg.labels.min_auroc == 0.8 and cfg.experiments.skip == ("pressure",)
-    assert cfg.layer == 12 and cfg.probes.max_stories_per_emotion == 6  # smoke preset kept
+    assert cfg.layer == 12 and cfg.probes.max_stories_per_concept == 6  # smoke preset kept
 
 
 def test_bad_knob_values_are_one_line_errors():

@@ -65,21 +65,9 @@ def test_geometry_orients_pc1_to_valence():
     assert geo["pc1_valence_r"] > 0.99
 
 
-@pytest.fixture(scope="module")
-def layer15_results(real_model, tmp_path_factory):
-    """The probe stage exactly as the default preset runs it, at layer 15 only."""
-    from emosae.core.layout import ProbeFiles
-    from emosae.probes.vectors import VectorsConfig, fit_vectors, read_stories
-
-    cfg = VectorsConfig(layers=(15,))
-    files = ProbeFiles(tmp_path_factory.mktemp("probes"))
-    read_stories(cfg, real_model, 15, files)
-    return fit_vectors(cfg, files)
-
-
 @pytest.mark.real
-def test_real_probe_beats_chance_and_valence_axis(layer15_results):
-    r = layer15_results
+def test_real_probe_beats_chance_and_valence_axis(layer15_probes):
+    r = layer15_probes[0]
     (row,) = r["per_layer"]
     assert r["n_heldout_stories"] == 288 and r["n_train_stories"] == 480
     # chance is 1/48; both probe families beat it by a wide margin on held-out topics

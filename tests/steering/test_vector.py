@@ -185,3 +185,34 @@ def test_default_strength_survives_save_and_load(tmp_path):
     assert SteeringVector.load(tmp_path / "v").default_strength == -0.25
     with pytest.raises(EmosaeError, match="finite number or None"):
         vec().with_default_strength(float("nan"))
+
+
+def test_readout_reference_survives_save_and_load_and_is_checked(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from emosae.steering.vector import ReadoutRef
+
+    c = torch.arange(32.0)
+    ref = ReadoutRef(c, 2.5, 20, -c, 0.75)
+    v = vec().with_readout(ref).with_default_strength(0.2)
+    c += 1  # the vector holds its own copy
+    assert torch.equal(v.readout.center, torch.arange(32.0))
+    v.save(tmp_path / "v")
+    w = SteeringVector.load(tmp_path / "v")
+    r = w.readout
+    assert torch.equal(r.center, torch.arange(32.0)) and torch.equal(
+        r.chat_center, -torch.arange(32.0)
+    )
+    assert (r.scale, r.skip, r.chat_scale, w.default_strength) == (2.5, 20, 0.75, 0.2)
+    assert (v + vec(seed=1)).readout is None  # combinations carry no reference
+    # a file whose centre was removed is refused, not read uncentred
+    st = tmp_path / "v.safetensors"
+    t = load_file(str(st))
+    del t["__center__"]
+    save_file(t, str(st))
+    with pytest.raises(EmosaeError, match="readout centre is missing"):
+        SteeringVector.load(tmp_path / "v")
+    with pytest.raises(EmosaeError, match=r"center must be a finite \[32\] vector"):
+        vec().with_readout(ReadoutRef(torch.zeros(31), 1.0))
+    with pytest.raises(EmosaeError, match="read scale must be finite and positive"):
+        vec().with_readout(ReadoutRef(torch.zeros(32), 0.0))
