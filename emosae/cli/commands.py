@@ -133,10 +133,10 @@ def _sae_folder(ref: str):
     `SAE.from_pretrained`, where the hub is reachable) saved into the user cache."""
     from emosae.core.layout import SAEFiles
 
-    p = Path(ref)
+    p = Path(ref).expanduser()
     if p.exists():
         return SAEFiles(p)
-    if "/" not in ref:
+    if "/" not in ref or ref.startswith(("/", ".", "~")):
         raise EmosaeError(f"{ref}: no such SAE folder (or give a sae-lens release/sae_id)")
     return SAEFiles(_pretrained(ref))
 
@@ -153,7 +153,9 @@ def _pretrained(ref: str) -> Path:
             sae = SAE.from_pretrained(release, sae_id, device="cpu")
         except Exception as e:  # noqa: BLE001 - hub and registry errors come in many types
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise EmosaeError(f"{ref}: cannot load from sae-lens's registry: {first}") from None
+            raise EmosaeError(
+                f"{ref}: not an SAE folder, and sae-lens's registry cannot load it: {first}"
+            ) from None
         with io.atomic_dir(dest) as tmp:
             sae.save_model(str(tmp))
     return dest

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
+from typing import Any
 
 from emosae.core.errors import EmosaeError
 from emosae.lm.chat import chat_reply, render_chat
@@ -33,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.add_argument("--n-prompts", type=int, default=None, help="neutral prompts per strength")
     c.add_argument("--budget", type=float, default=None, help="max steered/unsteered perplexity")
     c.add_argument("--save", action="store_true", help="keep the result in the directions folder")
+    c.add_argument(
+        "--layers", type=int, nargs="+", default=None, help="sweep these probe layers instead"
+    )
     return s
 
 
@@ -90,6 +94,8 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
         if v is not None:
             cfg = replace(cfg, **{k: tuple(v) if k == "strengths" else v})
     model = load_model(args.model)
+    if args.layers:
+        return _layer_sweep(args, cfg, model)
     cals = []
     for vec in vecs:
         cal = calibrate(vec, model, cfg=cfg)
@@ -106,6 +112,38 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
             )
         rec = "none within budget" if cal.recommended is None else f"{cal.recommended:+g}"
         print(f"recommended strength: {rec}")
+        sh = cal.valence_shift
+        if sh:
+            lo, hi = sh["ci95"]
+            print(
+                f"valence at +r minus -r: {sh['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}] "
+                f"over {sh['n']} prompts"
+            )
     if args.save:
         root = RunLayout(args.directions or shipped_checkpoint())
         print(f"\nsaved to {save_calibrations(root, {args.kind: cals}, cfg)}")
+
+
+def _layer_sweep(args: argparse.Namespace, cfg: Any, model: Any) -> None:
+    """Calibrate each emotion's probe vector at each of `--layers`; one row per layer: the
+    recommended strength and, there, the effect (own readout, a z-score against neutral
+    prompts at that layer, so comparable across layers; valence shift) and coherence."""
+    from emosae.steering.calibration import calibrate
+
+    if args.kind != "probe" or args.save:
+        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
+    for emo in args.emotion:
+        print(f"\n{emo}: layer sweep (budget: perplexity ratio <= {cfg.budget:g})")
+        print(f"{'layer':>5} {'rec.':>6} {'readout':>8} {'ppl x':>6}  valence +r - -r [95% CI]")
+        for layer in args.layers:
+            vec = load_directions(args.directions, kind="probe", layer=layer)[emo]
+            cal = calibrate(vec, model, cfg=cfg)
+            r = cal.recommended
+            if r is None:
+                print(f"{layer:5d} {'none':>6}")
+                continue
+            i, sh = cal.strengths.index(r), cal.valence_shift
+            shift = (
+                f"{sh['mean']:+.2f} [{sh['ci95'][0]:+.2f}, {sh['ci95'][1]:+.2f}]" if sh else "n/a"
+            )
+            print(f"{layer:5d} {r:+6.2f} {cal.readout[i]:+8.2f} {cal.ppl_ratio[i]:6.2f}  {shift}")

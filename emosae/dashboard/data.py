@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from emosae.core.errors import EmosaeError
-from emosae.features.contexts import _cache_batches, _window, top_k_rows
+from emosae.features.contexts import cache_batches, row_window, top_k_rows
 from emosae.features.labels import logit_lens
 
 LOG_LO, LOG_HI = -6.0, 4.0
@@ -170,7 +170,7 @@ def sample_bands(
 
 def context_rows(r: int, ctx_N: Tensor, width: int) -> list[int]:
     """Rows within `width` of row `r` in the same context (contexts are contiguous)."""
-    lo, hi = _window(r, 0, len(ctx_N), width)
+    lo, hi = row_window(r, 0, len(ctx_N), width)
     return (lo + torch.nonzero(ctx_N[lo:hi] == ctx_N[r]).flatten()).tolist()
 
 
@@ -334,7 +334,7 @@ def collect(inp: Inputs, feats: list[int], model: Any, cfg: DashboardConfig) -> 
         return inp.sae.encode(x.to(dev)).float().cpu()[:, fidx]
 
     def batches():
-        return _cache_batches(inp.cache, inp.hook, cfg.batch)
+        return cache_batches(inp.cache, inp.hook, cfg.batch)
 
     s = sweep(encode, batches(), len(feats), cfg)
     bands = sample_bands(encode, batches(), s.top_values_KF[0].clamp_min(0), cfg)

@@ -28,7 +28,7 @@ def context_row(
     }
 
 
-def _window(r: int, lo: int, hi: int, width: int) -> tuple[int, int]:
+def row_window(r: int, lo: int, hi: int, width: int) -> tuple[int, int]:
     """Rows [a, b) within `width` of row `r`, clipped to the segment [lo, hi)."""
     return max(r - width, lo), min(r + width + 1, hi)
 
@@ -54,7 +54,7 @@ def top_k_rows(
     return best_v, best_i
 
 
-def _cache_batches(cache: Any, hook: str, batch: int):
+def cache_batches(cache: Any, hook: str, batch: int):
     for shard in range(len(cache.manifest["shards"])):  # one shard in memory at a time
         x = cache.shard_rows(shard, hook)
         for i in range(0, len(x), batch):
@@ -79,7 +79,7 @@ def top_cache_contexts(
     fidx = torch.tensor(feats)
     best_v, best_i = top_k_rows(
         lambda x: sae.encode(x.to(dev)).cpu()[:, fidx],
-        _cache_batches(cache, hook, batch),
+        cache_batches(cache, hook, batch),
         feats,
         cfg.top_contexts,
     )
@@ -91,7 +91,7 @@ def top_cache_contexts(
         for v, r in zip(best_v[:, j].tolist(), best_i[:, j].tolist(), strict=True):
             if v <= 0:
                 continue
-            lo, hi = _window(r, 0, len(toks), cfg.context_window)
+            lo, hi = row_window(r, 0, len(toks), cfg.context_window)
             same = ctx[lo:hi] == ctx[r]
             d = int(doc_ids[r])
             src = docs[d]["source"] if d < len(docs) else "?"
@@ -129,7 +129,7 @@ def top_story_contexts(
             if v <= 0:
                 continue
             s = int(story_of[r])
-            lo, hi = _window(r, int(starts[s]), int(starts[s] + lens_S[s]), cfg.context_window)
+            lo, hi = row_window(r, int(starts[s]), int(starts[s] + lens_S[s]), cfg.context_window)
             ids = ids_T[lo:hi].tolist()
             rows.append(context_row(tokenizer, ids, r - lo, v, f"story:{story_ids[s]}"))
         out[f] = rows

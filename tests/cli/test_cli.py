@@ -11,7 +11,10 @@ def run(*args):
 def test_help_lists_subcommands():
     r = run("--help")
     assert r.returncode == 0
-    for cmd in ("models", "smoke", "run", "cache", "train", "probes", "labels", "compare", "steer"):
+    for cmd in (
+        "models", "smoke", "run", "cache", "train", "probes", "labels", "compare", "steer",
+        "read", "dashboard", "export",
+    ):  # fmt: skip
         assert cmd in r.stdout
 
 
@@ -28,7 +31,17 @@ def test_bad_model_is_one_line_error():
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("run", "cache", "train", "probes", "labels", "compare", "steer"):
+    for cmd in (
+        "run",
+        "cache",
+        "train",
+        "probes",
+        "labels",
+        "compare",
+        "steer",
+        "read",
+        "dashboard",
+    ):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout, (cmd, r.stderr[-500:])
 
@@ -38,3 +51,15 @@ def test_run_rejects_unknown_preset_and_stage():
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = run("run", "--preset", "smoke", "--only", "nonsense", "--out", "/tmp/emosae-never-written")
     assert r.returncode == 2 and "unknown stage" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_labels_of_an_unknown_sae_is_one_line_error(tmp_path):
+    out = tmp_path / "labels"
+    r = run("labels", "--sae", "nosuchrelease/abc", "--out", str(out))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "nosuchrelease/abc: not an SAE folder, and sae-lens's registry cannot" in r.stderr
+    r = run("labels", "--sae", str(tmp_path / "nothing-here"), "--out", str(out))
+    assert r.returncode == 2 and "no such SAE folder" in r.stderr
+    r = run("labels", "--sae", str(tmp_path))
+    assert r.returncode == 2 and "--sae needs --out" in r.stderr
+    assert not out.exists()
