@@ -4,6 +4,8 @@ real default model (SmolLM2-135M-Instruct, loaded offline) for what only it can 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -54,3 +56,20 @@ def layer15_probes(real_model, tmp_path_factory):
     files = ProbeFiles(tmp_path_factory.mktemp("probes"))
     read_stories(cfg, real_model, 15, files)
     return fit_vectors(cfg, files), files.dir
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`emosae run --preset smoke` on the real default model, once per test session:
+    (run folder, stdout)."""
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out.parent,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout

@@ -147,6 +147,26 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        lambda L: L.labels.labels,
+        lambda a: f"concepts with a labelled feature (of {len(a['best_per_emotion'])})",
+        "no SAE",
+        lambda a: str(len(a["emotions_with_label"])),
+    ),
+    Row(
+        lambda L: L.labels.labels,
+        lambda a: (
+            f"label false-discovery rate ({a['null']['permutations']} label shuffles): "
+            "expected false / observed labelled features"
+        ),
+        "no SAE",
+        lambda a: "{:.3f} ({:.1f} / {})".format(
+            a["null"]["fdr"],
+            a["null"]["expected_false_labels"],
+            a["null"]["observed_labelled_features"],
+        ),
+        when=lambda a: "null" in a,
+    ),
+    Row(
         lambda L: L.compare.compare,
         "probe vs SAE: mean best abs(cosine) with a decoder direction",
         "no SAE",

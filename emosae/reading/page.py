@@ -1,6 +1,7 @@
 """A per-token heatmap page of a reading: one static HTML file, no server and no
 network. Tokens are coloured by one concept's score (a menu picks the concept; red
-above the centre, blue below, full colour at the page's largest |score|); hovering a
+above the centre, blue below, full colour at the largest |score| after token 0, the
+attention sink); hovering a
 token shows its top concepts and values. The read position (or the read span of a
 plain text) is underlined, and the top concepts there are listed above the text."""
 
@@ -32,7 +33,9 @@ function colour(v, m) {
 }
 function draw() {
   const c = D.concepts.indexOf(sel.value);
-  const m = Math.max(1e-6, ...D.scores.map(r => Math.abs(r[c])));
+  // the colour scale leaves out token 0: an attention sink whose outsized activation
+  // would wash out every other token
+  const m = Math.max(1e-6, ...D.scores.slice(D.scores.length > 1 ? 1 : 0).map(r => Math.abs(r[c])));
   box.querySelectorAll('span').forEach((s, i) => {
     s.style.background = colour(D.scores[i][c], m);
   });

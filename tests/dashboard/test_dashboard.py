@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -300,31 +297,36 @@ def test_cli_names_what_the_run_folder_lacks(tmp_path):
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=out.parent,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+def _check_report(page, report) -> None:
+    """The run's report: every plot loads; a trace page colours its tokens and shows
+    values on hover."""
+    page.goto((report / "index.html").as_uri())
+    imgs = page.locator("img")
+    assert imgs.count() >= 5
+    for i in range(imgs.count()):
+        assert imgs.nth(i).evaluate("el => el.complete && el.naturalWidth > 0"), i
+    assert page.locator("a[href='trace_tylenol.html']").count() == 1
+    page.goto((report / "trace_tylenol.html").as_uri())
+    spans = page.locator("#text span")
+    assert spans.count() > 20 and "Tylenol" in page.inner_text("#text")
+    assert spans.nth(spans.count() - 1).get_attribute("class") == "read"
+    spans.nth(5).hover()
+    assert page.locator("#tip").is_visible() and "token 5" in page.inner_text("#tip")
+    page.select_option("#concept", "calm")
+    assert "rgba" in (spans.nth(5).get_attribute("style") or "")
 
 
 @pytest.mark.real
 def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys):
+    run = smoke_run[0]
     if not CHROMIUM.exists():
         pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    labels = json.loads((smoke_run / "labels" / "labels.json").read_text())
+    labels = json.loads((run / "labels" / "labels.json").read_text())
     feats = sorted(int(f) for f in labels["features"])[:2]
     assert len(feats) == 2, "the smoke run labels fewer than two features"
     files = DashboardFiles(tmp_path / "dash")
-    _cli(["--run", str(smoke_run), "--features", *map(str, feats), "--out", str(files.dir)])
+    _cli(["--run", str(run), "--features", *map(str, feats), "--out", str(files.dir)])
     assert f"dashboard written to {files.index}" in capsys.readouterr().out
     exported = json.loads(files.neuronpedia.read_text())
     assert [o["index"] for o in exported] == feats and all(tuple(o) == KEYS for o in exported)
@@ -335,6 +337,7 @@ def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys):
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        _check_report(page, run / "report")
         page.goto(files.index.as_uri())
         assert page.locator("section.group tbody tr").count() == 2
         page.fill("#filter", "no-such-concept-zzz")

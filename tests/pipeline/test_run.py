@@ -3,7 +3,6 @@ and a rerun (a killed run, a corrupted output) recomputes only what is needed.""
 
 import json
 import logging
-import os
 import subprocess
 import sys
 
@@ -14,21 +13,6 @@ from emosae.pipeline.config import preset
 from emosae.pipeline.runner import run_pipeline
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "emosae.cli", "run", "--preset", "smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=out.parent,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r.stdout
 
 
 def test_smoke_outputs_load_back(smoke_run):
