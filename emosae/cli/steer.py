@@ -93,6 +93,8 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
     ):
         if v is not None:
             cfg = replace(cfg, **{k: tuple(v) if k == "strengths" else v})
+    if args.layers and (args.kind != "probe" or args.save):
+        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
     model = load_model(args.model)
     if args.layers:
         return _layer_sweep(args, cfg, model)
@@ -130,8 +132,6 @@ def _layer_sweep(args: argparse.Namespace, cfg: Any, model: Any) -> None:
     prompts at that layer, so comparable across layers; valence shift) and coherence."""
     from emosae.steering.calibration import calibrate
 
-    if args.kind != "probe" or args.save:
-        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
     for emo in args.emotion:
         print(f"\n{emo}: layer sweep (budget: perplexity ratio <= {cfg.budget:g})")
         print(f"{'layer':>5} {'rec.':>6} {'readout':>8} {'ppl x':>6}  valence +r - -r [95% CI]")

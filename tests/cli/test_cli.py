@@ -63,3 +63,10 @@ def test_labels_of_an_unknown_sae_is_one_line_error(tmp_path):
     r = run("labels", "--sae", str(tmp_path))
     assert r.returncode == 2 and "--sae needs --out" in r.stderr
     assert not out.exists()
+
+
+def test_layer_sweep_refuses_sae_vectors_and_saving():
+    for extra in (["--kind", "sae"], ["--save"]):
+        r = run("steer", "--calibrate", "--emotion", "happy", "--layers", "5", "14", *extra)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "--layers sweeps probe vectors" in r.stderr
