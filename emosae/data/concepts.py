@@ -21,7 +21,6 @@ story names a known concept. Errors are one line naming the file and line.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -98,18 +97,8 @@ class ConceptSet:
 
 
 def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    out = []
-    for ln, line in enumerate(data._read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EmosaeError(f"{path}:{ln}: malformed JSON: {e.msg}") from None
-        if not isinstance(rec, dict):
-            raise EmosaeError(f"{path}:{ln}: expected a JSON object, got {type(rec).__name__}")
-        out.append((ln, rec))
-    return out
+    """The JSON-object records of a jsonl file (the keys are checked by the callers)."""
+    return list(data._read_jsonl(path, ()))
 
 
 def _text(path: Path, ln: int, rec: dict[str, Any], key: str, optional: bool = False) -> Any:
