@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -13,6 +14,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# a developer's own calibrations (`emosae steer --calibrate --save` keeps them in
+# $EMOSAE_HOME) must not change the strengths the tests see: an empty home per session
+os.environ["EMOSAE_HOME"] = tempfile.mkdtemp(prefix="emosae-home-")
 
 
 @pytest.fixture(scope="session")

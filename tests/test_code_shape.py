@@ -91,3 +91,71 @@ def _in_docstring(where: str) -> bool:
                 if c.lineno <= int(line) <= c.end_lineno:
                     return True
     return False
+
+
+LAYERS = [
+    {"cli"},
+    {"studio"},
+    {"pipeline"},
+    {"experiments"},
+    {"dashboard"},
+    {"reading"},
+    {"steering"},
+    {"features"},
+    {"probes"},
+    {"sae"},
+    {"data", "lm"},
+    {"core"},
+]
+"""docs/architecture.md's layers, top to bottom: a subpackage imports only its own
+modules and those of layers below it (function-local imports included)."""
+
+
+def _subpackage_imports() -> dict[tuple[str, str], list[str]]:
+    from emosae.core.provenance import module_imports
+
+    edges: dict[tuple[str, str], list[str]] = {}
+    for p in MODULES:
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if len(parts) < 3:
+            continue  # emosae/__init__ (the lazy table) and emosae/__main__
+        name = ".".join(parts)
+        for m in module_imports(name):
+            dst = m.split(".")[1] if m.count(".") else None
+            if dst and dst != parts[1]:
+                edges.setdefault((parts[1], dst), []).append(f"{name} -> {m}")
+    return edges
+
+
+def test_imports_point_down_the_architecture_layers():
+    tier = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
+    subpackages = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert subpackages <= set(tier), f"subpackages missing from LAYERS: {subpackages - set(tier)}"
+    bad = [
+        f"{src} -> {dst} ({where[0]})"
+        for (src, dst), where in sorted(_subpackage_imports().items())
+        if tier[dst] <= tier[src]
+    ]
+    assert not bad, f"imports against the layers of docs/architecture.md: {bad}"
+    for group in LAYERS:  # the architecture doc draws every layer
+        for pkg in group:
+            assert f"**`{pkg}`**" in (PKG.parent / "docs" / "architecture.md").read_text(), pkg
+
+
+def test_public_api_is_typed_and_listed():
+    """emosae/__init__.py's TYPE_CHECKING block imports exactly the lazy table (so
+    editors and type checkers see the API), and dir() lists it."""
+    import emosae
+
+    tree = ast.parse((PKG / "__init__.py").read_text())
+    typed = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                typed.update({a.name: imp.module for a in imp.names})
+    assert typed == emosae._LAZY
+    assert sorted(emosae.__all__) == sorted([*emosae._LAZY, "__version__"])
+    assert set(emosae._LAZY) <= set(dir(emosae))
+    for name in emosae.__all__:
+        assert getattr(emosae, name) is not None

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +245,267 @@ def test_bad_steering_inputs(capsys, real_model, tiny_model):
         pass
     with pytest.raises(EmosaeError, match="max_new_tokens must be an integer >= 1"):
         chat_reply(real_model, "hi", max_new_tokens=0)
+
+
+# ---------------------------------------------------------------- round two (issue 25)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command loads a model: what it refuses, it refuses first."""
+
+    def load_model(*a, **k):
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr("emosae.lm.models.load_model", load_model)
+    monkeypatch.setattr("emosae.cli.steer.load_model", load_model)
+
+
+def test_export_never_overwrites_a_users_file(tmp_path, capsys, monkeypatch):
+    """Case 1: a file the user owns (also the .json beside a safetensors export) is
+    refused, nothing is written; emosae's own output is replaced; --force replaces."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "user.gguf").write_text("x")
+    (tmp_path / "user.json").write_text("x")
+    before = snapshot(tmp_path)
+    gguf = "export --emotion calm --format gguf --out"
+    refused(capsys, f"{gguf} user.gguf", "refusing to overwrite user.gguf")
+    st = "export --emotion calm --format safetensors --out user"
+    refused(capsys, st, "refusing to overwrite user.json")
+    assert snapshot(tmp_path) == before  # not even user.safetensors
+    assert main(f"{gguf} mine.gguf".split()) == 0
+    assert main(f"{gguf} mine.gguf".split()) == 0  # emosae's own file: replaced
+    (tmp_path / "mine.gguf").write_bytes(b"edited by hand")
+    refused(capsys, f"{gguf} mine.gguf", "or it changed since")
+    assert (tmp_path / "mine.gguf").read_bytes() == b"edited by hand"
+    assert main(f"{st} --force".split()) == 0
+    assert (tmp_path / "user.json").read_text() != "x"
+    assert json.loads((tmp_path / "user.json").read_text())["emotion"] == "calm"
+
+
+def test_read_html_never_overwrites_a_users_file(tmp_path, capsys, real_model, monkeypatch):
+    """Case 2, and case 5's missing folder (made, not a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.html").write_text("x")
+    refused(capsys, "read --prompt hi --html mine.html", "refusing to overwrite mine.html")
+    assert (tmp_path / "mine.html").read_text() == "x"
+    assert main("read --prompt hi --html nodir/x.html".split()) == 0
+    assert "<!doctype html>" in (tmp_path / "nodir" / "x.html").read_text()
+    assert main("read --prompt hi --html mine.html --force".split()) == 0
+    assert "<!doctype html>" in (tmp_path / "mine.html").read_text()
+
+
+def test_calibrate_save_leaves_the_shipped_checkpoint_alone(tmp_path, capsys, monkeypatch):
+    """Case 3: `--save` with the shipped directions writes the user's calibration folder
+    ($EMOSAE_HOME), which load_directions() then prefers; the checkpoint is unchanged."""
+    from emosae.core.layout import user_calibration
+    from emosae.experiments.calibration import CalibrationConfig, save_calibrations
+    from emosae.steering.directions import load_directions
+
+    monkeypatch.setenv("EMOSAE_HOME", str(tmp_path / "home"))
+    ship = shipped_checkpoint()
+    before = snapshot(ship)
+    shipped = load_directions()
+    argv = (
+        "steer --calibrate --emotion happy --save --n-prompts 1 --max-new-tokens 2 --strengths 0.1"
+    )
+    assert main(argv.split()) == 0
+    assert snapshot(ship) == before
+    mine = user_calibration(ship.name).calibrate.calibration
+    assert f"saved to {mine}" in capsys.readouterr().out
+    cal = json.loads(mine.read_text())
+    assert cal["config"]["n_prompts"] == 1 and cal["probe"]["happy"]["strengths"] == [0.0, 0.1]
+    vecs = load_directions()
+    assert vecs["happy"].default_strength == cal["probe"]["happy"]["recommended"]
+    assert shipped["happy"].default_strength == 0.2
+    assert vecs["calm"].default_strength == shipped["calm"].default_strength  # not calibrated
+    assert "your calibrated strength" in capsys.readouterr().err
+    with pytest.raises(EmosaeError, match="installed package or a shipped checkpoint"):
+        save_calibrations(RunLayout(ship), {"probe": []}, CalibrationConfig())
+    assert snapshot(ship) == before
+
+
+def test_text_must_be_valid_nonempty_strings(capsys, real_model, no_model):
+    """Case 4 and case 10's empty prompts: one line, before any model loads (CLI), and
+    an EmosaeError from the Python API."""
+    from emosae.lm.chat import render_chat
+    from emosae.reading.trace import read
+    from emosae.steering.directions import load_directions
+
+    bad = b"\xed\xa0\x80".decode("utf-8", "surrogateescape")  # argv's invalid UTF-8
+    for argv in (
+        ["read", "--prompt", bad],
+        ["read", "--text", bad],
+        ["steer", "--emotion", "happy", "--prompt", bad],
+    ):
+        refused(capsys, argv, "is not valid UTF-8")
+    for argv in (
+        ["read", "--prompt", ""],
+        ["read", "--text", " "],
+        ["steer", "--emotion", "happy", "--prompt", ""],
+    ):
+        refused(capsys, argv, "is empty")
+    vecs = load_directions()
+    for what, match in (
+        ("\ud800", "not valid UTF-8"),
+        ([{"role": "user", "content": "hi \udcff"}], "not valid UTF-8"),
+        ([{"role": "user", "content": 5}], "message 0's content must be text"),
+        ([{"role": "user", "content": ""}], "is empty"),
+        ("", "is empty"),
+    ):
+        with pytest.raises(EmosaeError, match=match):
+            read(real_model, what, vecs)
+    with pytest.raises(EmosaeError, match="must be text"):
+        render_chat(real_model, [{"role": "user", "content": None}])
+
+
+def test_unwritable_output_paths_are_one_line(tmp_path, capsys, monkeypatch, no_model):
+    """Case 5: a place that cannot be written, or a folder named as a file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    refused(capsys, "export --emotion calm --out /proc/c.gguf", "cannot write")
+    refused(capsys, "export --emotion calm --out d", "output d is a folder")
+    refused(capsys, "read --prompt hi --html /proc/x.html", "cannot write")
+    refused(capsys, f"cache --out /proc/c {CACHE_FLAGS}", "cannot write to output folder /proc/c")
+    refused(capsys, "read --prompt hi --html d", "must name an .html file")
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and not any((tmp_path / "d").iterdir())
+
+
+HOSTILE = '"><img src=x onerror="window.pwned=1">'
+
+
+def test_trace_page_shows_hostile_concept_names_as_text(tmp_path):
+    """Case 6: a concept set from a stranger names a concept with markup; hovering the
+    tokens shows the name as text and runs no script."""
+    from emosae.reading.page import trace_page
+
+    if not shutil.which("chromium") and not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("no /usr/bin/chromium: install the Debian package chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    reading = {
+        "tokens": ["<b>hi</b>", " there", " friend"],
+        "concepts": [HOSTILE, "calm"],
+        "scores": [[1.0, -1.0], [2.0, 0.5], [0.5, 0.25]],
+        "at_read": [0.5, 0.25],
+        "kind": "conversation",
+        "read_from": 2,
+        "hook": "blocks.15.hook_resid_post",
+    }
+    page_file = tmp_path / "t.html"
+    page_file.write_text(trace_page(reading, title=HOSTILE))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.as_uri())
+        spans = page.locator("#text span")
+        assert spans.count() == 3
+        for i, v in enumerate(["1.00", "2.00", "0.50"]):
+            spans.nth(i).hover()
+            tip = page.inner_text("#tip").splitlines()
+            assert tip[0].startswith(f"token {i} ") and tip[1] == f"{HOSTILE}: {v}", tip
+        page.select_option("#concept", index=1)  # calm: the menu still works
+        spans.nth(1).hover()
+        assert page.inner_text("#tip").splitlines()[1] == "calm: 0.50"
+        assert page.inner_text("h1") == HOSTILE
+        assert page.locator("img").count() == 0
+        page.wait_for_timeout(300)  # an onerror would have fired by now
+        assert page.evaluate("window.pwned") is None
+        browser.close()
+    assert errors == []
+
+
+def test_flags_that_would_do_nothing_are_refused(capsys, no_model):
+    """Case 7 (and the rest of the sweep's flags): steering never ignores a flag."""
+    refused(capsys, "steer --emotion happy --layers 99", "--layers only works with --calibrate")
+    refused(capsys, "steer --emotion happy --save", "--save only works with --calibrate")
+    refused(capsys, "steer --emotion happy --n-prompts 3", "--n-prompts only works with")
+    refused(capsys, "steer --emotion happy --calibrate --strength 0.2", "--calibrate sweeps")
+
+
+def test_duplicate_stories_are_refused(tmp_path, capsys):
+    """Case 8: the same story twice (same concept, same text up to spacing) would count
+    twice in the held-out n; the bundled set has none."""
+    from emosae.data.concepts import bundled, load_concept_set
+
+    d = tmp_path / "set"
+    shutil.copytree(Path(__file__).parents[1] / "examples" / "social_concepts", d)
+    lines = (d / "stories.jsonl").read_text().splitlines()
+    rec = json.loads(lines[4])
+    rec["text"] = "  " + rec["text"].replace(" ", "  ", 1)
+    (d / "stories.jsonl").write_text("\n".join([*lines, json.dumps(rec)]) + "\n")
+    n = len(lines) + 1
+    match = f"stories.jsonl:{n}: duplicate story of '{rec['concept']}' (the same text as line 5)"
+    with pytest.raises(EmosaeError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        load_concept_set(d)
+    refused(capsys, f"probes --concepts {d} --out {tmp_path / 'p'}", "duplicate story")
+    assert not (tmp_path / "p").exists()
+    stories = bundled().stories
+    assert len({(s.emotion, " ".join(s.text.split())) for s in stories}) == len(stories)
+
+
+def test_second_writer_refused_before_the_model_loads(tmp_path, capsys, no_model):
+    """Case 9: the lock is checked with the other inputs, not after the model loads."""
+    from emosae.core.folders import lock_path
+
+    out = tmp_path / "c"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path(out).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        t0 = time.perf_counter()
+        busy = f"being written by pid {holder.pid}"
+        refused(capsys, f"cache --out {out} {CACHE_FLAGS}", busy)
+        refused(capsys, f"probes --out {out}", busy)
+        refused(capsys, f"run --preset smoke --out {out}", busy)
+        refused(capsys, f"labels --run {out}", busy)
+        assert time.perf_counter() - t0 < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock_path(out).name]
+
+
+def test_insane_strengths_are_refused(capsys, no_model):
+    """Case 10: strengths are relative to the residual norm; |s| > 4 (ten times the
+    largest calibrated strength) only gives noise, so it is refused."""
+    refused(capsys, "steer --emotion happy --strength 1e30", "beyond any sane strength")
+    refused(capsys, "steer --emotion happy --strength -5", "|s| <= 4")
+    refused(
+        capsys, "steer --emotion happy --calibrate --strengths 0.2 50", "--strengths 50 is beyond"
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ("null", "cfg.json holds null, not an object"),
+        (
+            {"d_in": 500},
+            "cfg.json says d_sae 4608 x d_in 500, but W_dec in sae_weights.safetensors is [4608, 576]",
+        ),
+        ({"d_sae": "wide"}, "d_in and d_sae in cfg.json must be positive integers"),
+    ],
+)
+def test_labels_sae_config_errors_are_one_complete_line(
+    ckpt, tmp_path, capsys, no_model, cfg, match
+):
+    """Case 10: `labels --sae` with a config that does not fit its weights."""
+    from emosae.core.layout import MARKER_NAME
+
+    sae = ckpt.sae
+    (sae.dir / MARKER_NAME).unlink()
+    good = json.loads(sae.cfg.read_text())
+    sae.cfg.write_text(cfg if isinstance(cfg, str) else json.dumps({**good, **cfg}))
+    err = refused(capsys, f"labels --sae {sae.dir} --out {tmp_path / 'lab'}", match)
+    assert not err.endswith(":")
+    assert not (tmp_path / "lab").exists()
+
+
+def test_strength_far_beyond_the_calibrated_one_warns(capsys, real_model):
+    """Case 10: a sane strength that is still over ten times the calibrated one steers,
+    with a warning (happy's calibrated strength is +0.2)."""
+    assert main("steer --emotion happy --strength 3 --max-new-tokens 1".split()) == 0
+    assert "--strength 3 is over ten times happy's calibrated +0.2" in capsys.readouterr().err
+    assert main("steer --emotion happy --strength 0.3 --max-new-tokens 1".split()) == 0
+    assert "over ten times" not in capsys.readouterr().err

@@ -99,6 +99,7 @@ def _labels(args: argparse.Namespace) -> None:
     from emosae.features.labelling import label_features
     from emosae.features.labels import LabelConfig
     from emosae.lm.models import load_model
+    from emosae.sae.training import load_sae
 
     cfg = _parse_dataclass(LabelConfig, args.rest, "emosae labels")
     cs = load_concept_set(args.concepts) if args.concepts else None
@@ -108,6 +109,7 @@ def _labels(args: argparse.Namespace) -> None:
         folders.check_claimable(args.out, "labels")
         io.check_creatable(args.out)
         sae_files = _sae_folder(args.sae)
+        load_sae(sae_files.dir)  # a bad SAE is named before the model loads
         out = LabelFiles(Path(args.out))
         with folders.lock(args.out):
             res = label_features(None, sae_files, None, out, load_model(args.model), cfg, cs)
@@ -181,8 +183,14 @@ def _existing_run(run: str):
 
 
 def _export(args: argparse.Namespace) -> None:
+    from emosae.core.layout import vector_files
     from emosae.steering.directions import load_directions
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise EmosaeError(f"output {out} is a folder; name a file")
+    for f in [out] if args.format == "gguf" else vector_files(out):
+        folders.check_output_file(f, args.force)  # before any work
     vecs = load_directions(args.directions, kind=args.kind)
     if args.emotion not in vecs:
         raise EmosaeError(f"unknown emotion {args.emotion!r}; known: {', '.join(sorted(vecs))}")
@@ -190,11 +198,10 @@ def _export(args: argparse.Namespace) -> None:
     if args.format == "gguf":
         from emosae.steering.export import export_gguf
 
-        print(
-            f"wrote {export_gguf(v, args.out)} (llama-cli --control-vector-scaled FILE S, S relative)"
-        )
+        path = export_gguf(v, out, force=args.force)
+        print(f"wrote {path} (llama-cli --control-vector-scaled FILE S, S relative)")
     else:
-        print(f"wrote {v.save(args.out)} and its .json")
+        print(f"wrote {v.save(out, force=args.force)} and its .json")
 
 
 def _steer(args: argparse.Namespace) -> None:
@@ -248,11 +255,15 @@ def add_subcommands(
     from emosae.cli.dashboard import add_dashboard_parser
 
     add_dashboard_parser(sub, handlers)
+    from emosae.cli.studio import add_studio_parser
+
+    add_studio_parser(sub, handlers)
     e = sub.add_parser("export", help="export a steering vector (llama.cpp GGUF or safetensors)")
     e.add_argument("--emotion", required=True)
     e.add_argument("--format", default="gguf", choices=["gguf", "safetensors"])
     e.add_argument("--out", required=True, help="file (gguf) or path stem (safetensors)")
     e.add_argument("--kind", default="probe", choices=["probe", "sae"])
     e.add_argument("--directions", default=None, help="run or checkpoint folder (default: shipped)")
+    e.add_argument("--force", action="store_true", help="replace a file emosae did not write")
     handlers["export"] = _export
     handlers["steer"] = _steer

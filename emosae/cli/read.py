@@ -1,12 +1,14 @@
 """`emosae read`: read concepts out of a prompt (a user turn, read at the token before
 the reply) or a plain text (read as the mean from the probe's skip on); print the top
-concepts there and, with --html, write the per-token heatmap page."""
+concepts there and, with --html, write the per-token heatmap page. With --input FILE
+--out OUT it reads a whole dataset instead (cli/read_many.py)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
+from emosae.cli.read_many import add_dataset_args, read_dataset_command, wants_dataset
 from emosae.core.errors import EmosaeError
 
 
@@ -25,14 +27,21 @@ def add_read_parser(
     r.add_argument("--layer", type=int, default=None, help="probe layer (default: the folder's)")
     r.add_argument("--top", type=int, default=8, help="concepts printed")
     r.add_argument("--html", default=None, help="write the per-token heatmap page here")
+    r.add_argument(
+        "--force", action="store_true", help="replace an output file emosae did not write"
+    )
     r.add_argument("--model", default=None)
+    add_dataset_args(r, what)  # --input FILE --out OUT: a whole dataset (cli/read_many.py)
     handlers["read"] = read_command
 
 
 def read_command(args: argparse.Namespace) -> None:
+    if wants_dataset(args):
+        return read_dataset_command(args)
     from pathlib import Path
 
-    from emosae.core import io
+    from emosae.core import folders
+    from emosae.lm.chat import check_text
     from emosae.lm.models import load_model
     from emosae.reading.page import trace_page
     from emosae.reading.trace import read
@@ -42,8 +51,12 @@ def read_command(args: argparse.Namespace) -> None:
         raise EmosaeError(f"--top must be >= 1, not {args.top}")
     if args.html and not args.html.endswith((".html", ".htm")):
         raise EmosaeError(f"--html must name an .html file, not {args.html!r}")
+    if args.prompt is not None:
+        check_text(args.prompt, "--prompt")
+    if args.text is not None:
+        check_text(args.text, "--text")
     if args.html:
-        io.check_creatable(str(Path(args.html).parent) or ".")
+        folders.check_output_file(Path(args.html), args.force)
     vecs = load_directions(args.directions, kind=args.kind, layer=args.layer)
     names = args.concepts or list(vecs)
     unknown = [c for c in names if c not in vecs]
@@ -60,4 +73,4 @@ def read_command(args: argparse.Namespace) -> None:
         page = trace_page(
             reading.to_json(), title=f"emosae read: {(args.prompt or args.text)[:60]}"
         )
-        print(f"wrote {io.write_text(args.html, page)}")
+        print(f"wrote {folders.write_output_text(args.html, page, args.force)}")

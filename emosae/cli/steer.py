@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
+from pathlib import Path
 from typing import Any
 
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
-from emosae.lm.chat import chat_reply, render_chat
+from emosae.core.log import logger
+from emosae.lm.chat import chat_reply, check_text, render_chat
 from emosae.lm.models import load_model
 from emosae.steering.directions import load_directions
+from emosae.steering.vector import MAX_STRENGTH
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,10 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def steer_command(args: argparse.Namespace) -> None:
-    if args.strength is not None and not math.isfinite(args.strength):
-        raise EmosaeError(f"--strength must be a finite number, not {args.strength}")
-    if args.max_new_tokens < 1:
-        raise EmosaeError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}")
+    _check_args(args)
     vecs = load_directions(args.directions, kind=args.kind)
     names = sorted(vecs) if args.emotion == ["all"] else args.emotion
     unknown = [e for e in names if e not in vecs]
@@ -61,6 +62,14 @@ def steer_command(args: argparse.Namespace) -> None:
             f"`emosae steer --calibrate --emotion {v.emotion} --save`"
         )
     strength = args.strength if args.strength is not None else v.default_strength
+    d = v.default_strength
+    if d and abs(strength) > 10 * abs(d):
+        logger.warning(
+            "--strength %g is over ten times %s's calibrated %+g: expect broken replies",
+            strength,
+            v.emotion,
+            d,
+        )
     model = load_model(args.model)
     plain = chat_reply(model, args.prompt, max_new_tokens=args.max_new_tokens)
     start = len(render_chat(model, args.prompt).tokens) - 1
@@ -79,11 +88,57 @@ def steer_command(args: argparse.Namespace) -> None:
         print(f"{a:<{w}} | {b}")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be refused before the directions or the model load."""
+    for name, s in [
+        ("--strength", args.strength),
+        *(("--strengths", x) for x in args.strengths or []),
+    ]:
+        if s is not None and not math.isfinite(s):
+            raise EmosaeError(f"{name} must be a finite number, not {s}")
+        if s is not None and abs(s) > MAX_STRENGTH:
+            raise EmosaeError(
+                f"{name} {s:g} is beyond any sane strength: |s| <= {MAX_STRENGTH:g} (relative to "
+                "the mean residual norm; calibrated strengths are 0.1-0.4)"
+            )
+    if args.max_new_tokens < 1:
+        raise EmosaeError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}")
+    check_text(args.prompt, "--prompt")
+    if not args.calibrate:  # a flag that would do nothing is refused, not ignored
+        sweep = {"--layers": args.layers, "--save": args.save or None, "--budget": args.budget}
+        sweep.update({"--strengths": args.strengths, "--n-prompts": args.n_prompts})
+        unused = [f for f, v in sweep.items() if v is not None]
+        if unused:
+            raise EmosaeError(
+                f"{unused[0]} only works with --calibrate; side by side steering uses the "
+                "directions folder's layer and one --strength"
+            )
+    if args.calibrate and args.strength is not None:
+        raise EmosaeError("--calibrate sweeps --strengths; --strength is for side by side steering")
+    if args.layers and (args.kind != "probe" or args.save):
+        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
+
+
+def _save_target(directions: str | None) -> Any:
+    """Where `--calibrate --save` writes: the run or checkpoint folder given, or, for the
+    shipped directions (read-only to emosae), the user's calibration folder."""
+    from emosae.core.layout import RunLayout, shipped_checkpoint, shipped_name, user_calibration
+
+    root = Path(directions) if directions else shipped_checkpoint()
+    name = shipped_name(root)
+    if name is None:
+        folders.check_claimable(RunLayout(root).calibrate.dir, "calibrate")
+        return RunLayout(root)
+    mine = user_calibration(name)
+    folders.check_claimable(mine.calibrate.dir, "calibrate")
+    io.check_creatable(mine.calibrate.dir)
+    return mine
+
+
 def _calibrate(args: argparse.Namespace, vecs: list) -> None:
     from dataclasses import replace
 
-    from emosae.core.layout import RunLayout, shipped_checkpoint
-    from emosae.steering.calibration import CalibrationConfig, calibrate, save_calibrations
+    from emosae.experiments.calibration import CalibrationConfig, calibrate, save_calibrations
 
     cfg = CalibrationConfig(max_new_tokens=min(args.max_new_tokens, 16))
     for k, v in (
@@ -93,8 +148,7 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
     ):
         if v is not None:
             cfg = replace(cfg, **{k: tuple(v) if k == "strengths" else v})
-    if args.layers and (args.kind != "probe" or args.save):
-        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
+    target = _save_target(args.directions) if args.save else None
     model = load_model(args.model)
     if args.layers:
         return _layer_sweep(args, cfg, model)
@@ -121,16 +175,15 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
                 f"valence at +r minus -r: {sh['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}] "
                 f"over {sh['n']} prompts"
             )
-    if args.save:
-        root = RunLayout(args.directions or shipped_checkpoint())
-        print(f"\nsaved to {save_calibrations(root, {args.kind: cals}, cfg)}")
+    if target is not None:
+        print(f"\nsaved to {save_calibrations(target, {args.kind: cals}, cfg)}")
 
 
 def _layer_sweep(args: argparse.Namespace, cfg: Any, model: Any) -> None:
     """Calibrate each emotion's probe vector at each of `--layers`; one row per layer: the
     recommended strength and, there, the effect (own readout, a z-score against neutral
     prompts at that layer, so comparable across layers; valence shift) and coherence."""
-    from emosae.steering.calibration import calibrate
+    from emosae.experiments.calibration import calibrate
 
     for emo in args.emotion:
         print(f"\n{emo}: layer sweep (budget: perplexity ratio <= {cfg.budget:g})")

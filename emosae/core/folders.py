@@ -18,35 +18,66 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emosae import __version__
 from emosae.core import io
 from emosae.core.errors import EmosaeError
-from emosae.core.layout import LEGACY_FILES, LOCK_NAME, MARKER_NAME, files_in
+from emosae.core.layout import (
+    LEGACY_FILES,
+    LOCK_NAME,
+    MARKER_NAME,
+    OUTPUTS_NAME,
+    files_in,
+    in_package,
+)
 from emosae.core.log import logger
 
 _HELD: set[Path] = set()
 
 
+def _format(version: str) -> tuple[int, int]:
+    try:
+        major, minor = version.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
+
+
 def read_marker(folder: Path) -> dict[str, Any] | None:
+    """A folder's marker; a folder written by a newer emosae (a file format this one
+    cannot read) is refused with the versions named."""
     m = folder / MARKER_NAME
     if not m.exists():
         return None
     try:
-        return json.loads(m.read_text())
+        mark = json.loads(m.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise EmosaeError(f"{m} is corrupt (not JSON); remove the folder or fix the file") from None
+    if not isinstance(mark, dict):
+        raise EmosaeError(f"{m} is corrupt (not a JSON object); remove the folder or fix the file")
+    wrote = str(mark.get("emosae", "0.1"))
+    if _format(wrote) > _format(__version__):
+        raise EmosaeError(
+            f"{folder} was written by emosae {wrote}; this emosae {__version__} reads folders "
+            f"up to format {'.'.join(map(str, _format(__version__)))}: upgrade emosae"
+        )
+    return mark
 
 
 def check_claimable(folder: str | Path, kind: str) -> Path:
-    """Refuse (one line) unless `folder` is absent, empty, or an emosae `kind` folder.
-    Writes nothing: call before any work, then `claim` when writing starts."""
+    """Refuse (one line) unless `folder` is absent, empty, or an emosae `kind` folder
+    that no other process is writing, outside the package. Writes nothing: call before
+    any work (before the model loads), then `lock` and `claim` when writing starts."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise EmosaeError(f"output {folder} is a file, not a folder; choose another --out")
+    if kind != "checkpoint":  # `emosae run --ship` alone writes shipped checkpoints
+        check_not_shipped(folder)
+    check_unlocked(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
         return folder
     mark = read_marker(folder)
@@ -70,7 +101,7 @@ def claim(folder: str | Path, kind: str) -> Path:
     Its seal is dropped: its writer is about to change files, and seals again when done."""
     folder = check_claimable(folder, kind)
     io.check_writable(folder)
-    io.write_json(folder / MARKER_NAME, {"kind": kind})
+    io.write_json(folder / MARKER_NAME, {"kind": kind, "emosae": __version__})
     return folder
 
 
@@ -82,7 +113,9 @@ def seal(folder: str | Path, kind: str) -> Path:
         for p in files_in(folder)
         if p.name != MARKER_NAME and not p.name.endswith(LOCK_NAME)
     }
-    return io.write_json(folder / MARKER_NAME, {"kind": kind, "files": files})
+    return io.write_json(
+        folder / MARKER_NAME, {"kind": kind, "emosae": __version__, "files": files}
+    )
 
 
 def verify(folder: str | Path, names: list[str] | None = None) -> None:
@@ -127,15 +160,17 @@ def lock(folder: str | Path) -> Iterator[Path]:
     if folder in _HELD:
         yield folder
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(folder)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
         try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
-            _take_over_if_stale(path, folder, me)
+            _take_over_if_stale(path, folder)
             continue
+        except OSError as e:  # a read-only or virtual place (/proc): one line
+            raise EmosaeError(f"cannot write {folder}: {e.strerror or e}") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break
@@ -149,22 +184,129 @@ def lock(folder: str | Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def _take_over_if_stale(path: Path, folder: Path, me: dict[str, Any]) -> None:
+def _holder(path: Path) -> dict[str, Any] | None:
+    """Who holds the lock file `path`: its json, {} when unreadable (a writer killed
+    before it wrote its name), None when there is no lock."""
     try:
         holder = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        holder = {}
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _stale(holder: dict[str, Any]) -> bool:
     pid, host = holder.get("pid"), holder.get("host")
-    if isinstance(pid, int) and host == me["host"] and not _alive(pid):
-        logger.warning("taking over the stale lock %s of dead process %s", path, pid)
-        path.unlink(missing_ok=True)
-        return
-    if not holder:
-        # half-written by a writer that was killed before it wrote its name
-        logger.warning("taking over the unreadable lock %s", path)
-        path.unlink(missing_ok=True)
-        return
-    raise EmosaeError(
-        f"{folder} is being written by pid {pid} on {host}; wait for it to finish "
-        f"(or remove {path} if that process is gone)"
+    dead = isinstance(pid, int) and host == socket.gethostname() and not _alive(pid)
+    return dead or not holder
+
+
+def _busy(folder: Path, path: Path, holder: dict[str, Any]) -> EmosaeError:
+    return EmosaeError(
+        f"{folder} is being written by pid {holder.get('pid')} on {holder.get('host')}; "
+        f"wait for it to finish (or remove {path} if that process is gone)"
     )
+
+
+def check_unlocked(folder: str | Path) -> None:
+    """Refuse (one line) a folder another live process is writing: the check `lock`
+    makes, done before the model loads. Under torchrun only rank 0 checks: it is the
+    rank that takes the lock, and the others may arrive after it did."""
+    folder = Path(folder).resolve()
+    if folder in _HELD or os.environ.get("RANK", "0") != "0":
+        return
+    path = lock_path(folder)
+    holder = _holder(path)
+    if holder is not None and not _stale(holder):
+        raise _busy(folder, path, holder)
+
+
+def _take_over_if_stale(path: Path, folder: Path) -> None:
+    holder = _holder(path)
+    if holder is None:  # released meanwhile
+        return
+    if not _stale(holder):
+        raise _busy(folder, path, holder)
+    if holder:
+        logger.warning("taking over the stale lock %s of dead process %s", path, holder["pid"])
+    else:  # half-written by a writer that was killed before it wrote its name
+        logger.warning("taking over the unreadable lock %s", path)
+    path.unlink(missing_ok=True)
+
+
+# Single-file outputs (`--html`, `--out` of export and read, pages): one rule for all.
+# A path that exists is replaced only when emosae wrote it and nobody changed it since
+# (its sha256 is in the folder's OUTPUTS_NAME ledger), or with force=True (`--force`).
+
+
+def _ledger(path: Path) -> dict[str, str]:
+    led = path.parent / OUTPUTS_NAME
+    try:
+        data = json.loads(led.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ours(path: Path) -> bool:
+    sha = _ledger(path).get(path.name)
+    return isinstance(sha, str) and path.is_file() and io.sha256_file(path) == sha
+
+
+def check_not_shipped(path: str | Path) -> Path:
+    """Refuse (one line) a write into the installed package or a shipped checkpoint:
+    they are read-only to emosae (only `emosae run --ship` writes checkpoints)."""
+    path = Path(path)
+    if in_package(path):
+        raise EmosaeError(
+            f"refusing to write {path}: it is inside emosae's installed package or a shipped "
+            "checkpoint, which emosae never changes; choose a path of your own"
+        )
+    return path
+
+
+def check_output_file(path: str | Path, force: bool = False) -> Path:
+    """Refuse (one line) an output file path that emosae may not write: a folder, a file
+    emosae did not write (or that was changed since) unless `force`, a place inside the
+    package, or one that cannot be written (its folder may be missing: it is made).
+    Leaves nothing behind: call before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise EmosaeError(f"output {path} is a folder; name a file")
+    if path.name == OUTPUTS_NAME:
+        raise EmosaeError(f"output {path}: {OUTPUTS_NAME} is emosae's ledger; name another file")
+    if path.exists() and not force and not _ours(path):
+        raise EmosaeError(
+            f"refusing to overwrite {path}: emosae did not write it (or it changed since); "
+            "choose another path or pass --force"
+        )
+    check_not_shipped(path)
+    io.check_creatable(path.absolute().parent)
+    return path
+
+
+def record_output(path: str | Path) -> Path:
+    """Note in the folder's ledger that emosae wrote `path` (as it is now)."""
+    path = Path(path)
+    led = _ledger(path)
+    led[path.name] = io.sha256_file(path)
+    io.write_json(path.parent / OUTPUTS_NAME, dict(sorted(led.items())))
+    return path
+
+
+def write_output(path: str | Path, write: Callable[[Path], Any], force: bool = False) -> Path:
+    """`check_output_file`, then `write(tmp)` atomically onto `path`, then `record_output`.
+    An OS error (full disk, a folder that vanished) is one line; nothing half-written."""
+    path = check_output_file(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        io.write_atomic(path, write)
+    except OSError as e:
+        raise EmosaeError(f"cannot write {path}: {e.strerror or e}") from None
+    return record_output(path)
+
+
+def write_output_text(path: str | Path, text: str, force: bool = False) -> Path:
+    """A text output file under `write_output`'s rule (UTF-8)."""
+    return write_output(path, lambda t: t.write_text(text, encoding="utf-8"), force)

@@ -166,8 +166,9 @@ def hash_json(obj: Any) -> str:
 
 
 def check_creatable(path: str | Path) -> Path:
-    """One-line error unless `path` can be created or written, without creating anything:
-    its nearest existing ancestor must be a folder we may write into."""
+    """One-line error unless `path` can be created or written, leaving nothing behind:
+    its nearest existing ancestor must be a folder we can write a file into. A real
+    file is tried (then removed): `os.access` says yes to root everywhere, /proc too."""
 
     path = Path(path).absolute()
     probe = path
@@ -177,6 +178,14 @@ def check_creatable(path: str | Path) -> Path:
         raise EmosaeError(f"cannot write to output folder {path}: {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise EmosaeError(f"cannot write to output folder {path}: {probe} is not writable")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write_test.", suffix=TMP_SUFFIX, dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise EmosaeError(
+            f"cannot write to output folder {path}: {probe} is not writable ({e.strerror})"
+        ) from None
     return path
 
 

@@ -27,6 +27,7 @@ Every folder emosae writes also holds `.emosae.json` (its kind and seal, see
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,9 @@ LEGACY_FILES = {
 """A file that marks a folder written by emosae 0.1 (before markers) as of that kind."""
 LOCK_NAME = ".emosae.lock"
 """Suffix of `.<folder>.emosae.lock`, beside a folder while one process writes it."""
+OUTPUTS_NAME = ".emosae-outputs.json"
+"""Beside single-file outputs (pages, exports, tables): the sha256 of each file emosae
+wrote in that folder, so a rerun may replace its own file but never a user's."""
 
 
 def files_in(folder: Path, pattern: str = "*") -> list[Path]:
@@ -169,7 +173,7 @@ class CompareFiles:
 
 @dataclass(frozen=True)
 class CalibrationFiles:
-    """Strength calibrations of steering vectors (see `emosae.steering.calibration`)."""
+    """Strength calibrations of steering vectors (see `emosae.experiments.calibration`)."""
 
     dir: Path
 
@@ -322,6 +326,36 @@ def source_checkpoints() -> Path:
     """`checkpoints/` of the source checkout this package runs from (where `--ship`
     writes; absent in a wheel install)."""
     return _PACKAGE.parent / "checkpoints"
+
+
+def shipped_name(path: str | Path) -> str | None:
+    """The name of the shipped checkpoint `path` lies in (or is), or None: the installed
+    package (a wheel's `_checkpoints/<model>`) or the source checkout's `checkpoints/`.
+    emosae never writes there except `emosae run --ship`."""
+    path = Path(path).resolve()
+    for root in (_PACKAGE / "_checkpoints", source_checkpoints()):
+        if path.is_relative_to(root.resolve()) and path != root.resolve():
+            return path.relative_to(root.resolve()).parts[0]
+    return None
+
+
+def in_package(path: str | Path) -> bool:
+    """Whether `path` lies in the installed package or a shipped checkpoint."""
+    p = Path(path).resolve()
+    return p.is_relative_to(_PACKAGE) or shipped_name(p) is not None
+
+
+def user_home() -> Path:
+    """emosae's own folder for what a user makes with the shipped checkpoints (their
+    calibrations): `$EMOSAE_HOME`, else `~/.cache/emosae`."""
+    return Path(os.environ.get("EMOSAE_HOME") or Path.home() / ".cache" / "emosae")
+
+
+def user_calibration(checkpoint: str) -> RunLayout:
+    """Where `emosae steer --calibrate --save` keeps a calibration of the shipped
+    `checkpoint`'s vectors (its `calibrate/calibration.json`): the shipped one stays
+    read-only, and `load_directions()` prefers this one."""
+    return RunLayout(user_home() / "calibrations" / checkpoint)
 
 
 @dataclass(frozen=True)

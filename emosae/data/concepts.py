@@ -15,7 +15,8 @@ The bundled 48 emotions are one concept set (`bundled()`), built from the packag
 data through the same checks. A set is checked whole on load: the forbidden words of
 a concept are absent from its stories, every concept has stories on at least
 `MIN_TOPICS` topics with at least one held-out and two training topics, and every
-story names a known concept. Errors are one line naming the file and line.
+story names a known concept, once (no story twice). Errors are one line naming the file
+and line.
 """
 
 from __future__ import annotations
@@ -141,11 +142,18 @@ def _read_concepts(path: Path) -> tuple[list[Concept], dict[str, int]]:
 
 
 def _read_stories(path: Path, concepts: dict[str, Concept]) -> list[data.Story]:
-    stories, seen = [], defaultdict(int)
+    stories, seen, first = [], defaultdict(int), {}
     for ln, r in _lines(path):
         c, topic, text = (_text(path, ln, r, k) for k in ("concept", "topic", "text"))
         if c not in concepts:
             raise EmosaeError(f"{path}:{ln}: unknown concept {c!r} (not in concepts.jsonl)")
+        # a story counted twice inflates the held-out n and its binomial bound
+        key = (c, " ".join(text.split()))
+        if key in first:
+            raise EmosaeError(
+                f"{path}:{ln}: duplicate story of {c!r} (the same text as line {first[key]})"
+            )
+        first[key] = ln
         hits = forbidden_hits(text, (*concepts[c].forbidden, c))
         if hits:
             raise EmosaeError(

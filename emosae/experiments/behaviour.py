@@ -305,7 +305,7 @@ def _calibrated(
 ) -> dict[str, Any]:
     """Valence of replies steered at minus and plus each vector's calibrated strength,
     and their per-prompt difference with a bootstrap 95% interval."""
-    from emosae.steering.calibration import valence_shift
+    from emosae.experiments.calibration import valence_shift
 
     out = {}
     for emo, vec in vectors.items():

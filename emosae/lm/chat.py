@@ -34,18 +34,42 @@ class ChatTokens(NamedTuple):
     """Index into `tokens` of the last token before the assistant's reply."""
 
 
+def check_text(text: Any, what: str = "text") -> str:
+    """`text` if it is a non-blank string of valid Unicode, else a one-line error. Bytes
+    that are not UTF-8 reach Python from argv as lone surrogates ("surrogateescape"),
+    which no tokenizer can encode: they are refused here, before a model is involved."""
+    if not isinstance(text, str):
+        raise EmosaeError(f"{what} must be text (a string), not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise EmosaeError(
+            f"{what} is not valid UTF-8 (an invalid byte or lone surrogate at character "
+            f"{e.start}); pass UTF-8 text"
+        ) from None
+    if not text.strip():
+        raise EmosaeError(f"{what} is empty; pass some text")
+    return text
+
+
 def as_messages(conversation: str | Sequence[Message]) -> list[Message]:
-    """A single string is one user message; otherwise a list of {role, content} dicts."""
+    """A single string is one user message; otherwise a list of {role, content} dicts.
+    Every content must pass `check_text`."""
     if isinstance(conversation, str):
-        return [{"role": "user", "content": conversation}]
+        return [{"role": "user", "content": check_text(conversation, "the prompt")}]
+    if not isinstance(conversation, Sequence):
+        raise EmosaeError(
+            f"a conversation is a string or a list of messages, not {type(conversation).__name__}"
+        )
     msgs = list(conversation)
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or set(m) != {"role", "content"}:
             raise EmosaeError(
-                f"message {i} must be a dict with keys 'role' and 'content', got {m!r}"
+                f"message {i} must be a dict with keys 'role' and 'content', got {m!r:.80}"
             )
         if m["role"] not in ("system", "user", "assistant"):
-            raise EmosaeError(f"message {i} has unknown role {m['role']!r}")
+            raise EmosaeError(f"message {i} has unknown role {m['role']!r:.40}")
+        check_text(m["content"], f"message {i}'s content")
     if not msgs:
         raise EmosaeError("empty conversation")
     return msgs

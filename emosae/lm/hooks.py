@@ -78,8 +78,9 @@ def stop_layer(hooks: Sequence[str]) -> int:
 
 
 def pad_id(tokenizer: Any) -> int:
-    """The id used for right padding: EOS (never attended to in a causal model)."""
-    return tokenizer.eos_token_id or 0
+    """The id used for right padding: EOS (never attended to in a causal model); 0 for a
+    model without a tokenizer."""
+    return getattr(tokenizer, "eos_token_id", None) or 0
 
 
 def right_pad(seqs: Sequence[Tensor], pad: int) -> Int[Tensor, "batch pos"]:
@@ -89,3 +90,11 @@ def right_pad(seqs: Sequence[Tensor], pad: int) -> Int[Tensor, "batch pos"]:
     for i, s in enumerate(seqs):
         toks[i, : len(s)] = s
     return toks
+
+
+def right_pad_mask(seqs: Sequence[Tensor]) -> Int[Tensor, "batch pos"]:
+    """The attention mask of `right_pad(seqs, ...)`: 1 on real tokens, 0 on padding.
+    Passing it explicitly keeps a pad id that is also a real token (EOS is `<|im_end|>`
+    in ChatML models) from being taken for padding."""
+    lens = torch.tensor([len(s) for s in seqs])
+    return (torch.arange(int(lens.max()))[None] < lens[:, None]).long()

@@ -11,13 +11,13 @@ from typing import Any, Literal
 from emosae.core.errors import EmosaeError
 from emosae.core.tracking import WandbConfig
 from emosae.experiments.behaviour import ExperimentConfig
+from emosae.experiments.calibration import CalibrationConfig
 from emosae.features.labels import LabelConfig
 from emosae.probes.reading import ReadConfig
 from emosae.probes.vectors import VectorsConfig
 from emosae.sae.cache import CacheConfig
 from emosae.sae.config import SAEConfig, TrainConfig
 from emosae.sae.contexts import CorpusConfig
-from emosae.steering.calibration import CalibrationConfig
 
 Preset = Literal["smoke", "default", "ship", "full"]
 

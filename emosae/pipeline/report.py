@@ -44,7 +44,7 @@ def _feature_html(lab: dict[str, Any], limit: int = 60) -> str:
     rows = [
         [
             f"<td>{f['feature']}</td>",
-            f"<td>{html.escape(f['label'])} ({f['kind']})</td>",
+            f"<td>{html.escape(f['label'])} ({html.escape(f['kind'])})</td>",
             f"<td>{f['heldout_auroc']:.2f}</td>",
             f"<td>{f['heldout_dprime']:.2f}</td>",
             f"<td>{f.get('density', 0):.3f}</td>",
@@ -67,12 +67,15 @@ def _page(
         for r in rows
     )
     best = "".join(
-        f"<tr><td>{e}</td><td>{b['feature']}</td><td>{b['train_auroc']:.2f}</td><td>{b['heldout_auroc']:.2f}</td><td>{'yes' if b['passes'] else 'no'}</td></tr>"
+        f"<tr><td>{html.escape(e)}</td><td>{b['feature']}</td><td>{b['train_auroc']:.2f}</td><td>{b['heldout_auroc']:.2f}</td><td>{'yes' if b['passes'] else 'no'}</td></tr>"
         for e, b in (lab["best_per_emotion"].items() if lab else [])
     )
     plots = "".join(f'<h3>{p.stem.replace("_", " ")}</h3><img src="{p.name}">' for p in figs)
     dash = os.path.relpath(L.dashboard.index, L.report.dir)
-    traces = " | ".join(f'<a href="{p.name}">{p.stem.removeprefix("trace_")}</a>' for p in pages)
+    traces = " | ".join(
+        f'<a href="{html.escape(p.name)}">{html.escape(p.stem.removeprefix("trace_"))}</a>'
+        for p in pages
+    )
     return f"""<!doctype html><html><head><meta charset=utf-8><title>emosae report: {out}</title>
 <style>{STYLE}</style></head><body>
 <h1>emosae report</h1><p>Run folder <code>{out}</code>. Numbers measured here next to the paper's (Sofroniew et al., 2026).</p>

@@ -1,7 +1,7 @@
 """The resumable runner of `emosae run`.
 
-Each stage's key is a hash of its part of the run config, the model, the code version
-and its inputs' recorded output hashes; `<out>/stages.json` records, per finished stage,
+Each stage's key is a hash of its part of the run config, the model, the source of the
+code it runs (`stage_code`) and its inputs' recorded output hashes; `<out>/stages.json` records, per finished stage,
 that key and the sha256 of every output file. A rerun skips a stage whose key matches
 and whose outputs verify, so a killed run resumes with the first unfinished stage (the
 cache stage also resumes mid-way, shard by shard), a corrupted output is recomputed with
@@ -11,6 +11,7 @@ made by other code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout
 from emosae.core.log import logger
-from emosae.core.provenance import code_version
+from emosae.core.provenance import function_imports, source_hash
 from emosae.data.concepts import load_concept_set
 from emosae.lm.models import check_layers_early
 from emosae.pipeline.config import RunConfig
@@ -73,6 +74,15 @@ class StageLog:
         return io.hash_json(self.data.get(stage, {}).get("outputs", {}))
 
 
+def stage_code(stage: Stage) -> str:
+    """The code a stage's outputs depend on: the source of its function and of every
+    emosae module that function imports, transitively (with the package version). An
+    edit elsewhere (the report, a test) leaves the key of the cache and the SAE alone."""
+    # every stage's model comes from lm.models (StageContext.model)
+    roots = tuple(sorted(function_imports(stage.run) | {"emosae.lm.models"}))
+    return io.hash_json([inspect.getsource(stage.run), source_hash(roots)])
+
+
 def stage_key(stage: Stage, cfg: RunConfig, log: StageLog) -> str:
     """What a stage's outputs depend on: its config, the model, the code, its inputs."""
     return io.hash_json(
@@ -80,7 +90,7 @@ def stage_key(stage: Stage, cfg: RunConfig, log: StageLog) -> str:
             "stage": stage.name,
             "cfg": repr(stage.config(cfg)),
             "model": cfg.model,
-            "code_version": code_version(),
+            "code": stage_code(stage),
             "inputs": {d: log.outputs_hash(d) for d in stage.inputs},
         }
     )

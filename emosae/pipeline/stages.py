@@ -141,7 +141,7 @@ def _experiments(ctx: StageContext) -> None:
 
 
 def _calibrate(ctx: StageContext) -> None:
-    from emosae.steering.calibration import calibrate, save_calibrations
+    from emosae.experiments.calibration import calibrate, save_calibrations
     from emosae.steering.directions import load_directions
 
     c, lay = ctx.cfg.calibrate, ctx.layout

@@ -32,7 +32,7 @@ function colour(v, m) {
   return v >= 0 ? `rgba(220,40,40,${a})` : `rgba(40,90,220,${a})`;
 }
 function draw() {
-  const c = D.concepts.indexOf(sel.value);
+  const c = +sel.value;
   // the colour scale leaves out token 0: an attention sink whose outsized activation
   // would wash out every other token
   const m = Math.max(1e-6, ...D.scores.slice(D.scores.length > 1 ? 1 : 0).map(r => Math.abs(r[c])));
@@ -46,9 +46,14 @@ D.tokens.forEach((t, i) => {
   if (D.kind === 'conversation' ? i === D.read_from : i >= D.read_from) s.className = 'read';
   s.addEventListener('mousemove', e => {
     const row = D.scores[i].map((v, j) => [v, D.concepts[j]]).sort((a, b) => b[0] - a[0]);
-    const cur = D.scores[i][D.concepts.indexOf(sel.value)];
-    tip.innerHTML = `<b>token ${i}</b> ${JSON.stringify(t)}<br>${sel.value}: ${cur.toFixed(2)}<br>` +
-      row.slice(0, 5).map(([v, n]) => `${n}: ${v.toFixed(2)}`).join('<br>');
+    const c = +sel.value;
+    // text nodes only: concept names and tokens come from other people's files
+    const head = document.createElement('b');
+    head.textContent = `token ${i}`;
+    tip.replaceChildren(head, ' ' + JSON.stringify(t));
+    [[D.scores[i][c], D.concepts[c]], ...row.slice(0, 5)].forEach(([v, n]) => {
+      tip.append(document.createElement('br'), `${n}: ${v.toFixed(2)}`);
+    });
     tip.style.display = 'block';
     tip.style.left = (e.clientX + 14) + 'px';
     tip.style.top = (e.clientY + 14) + 'px';
@@ -74,7 +79,7 @@ def trace_page(reading: dict[str, Any], title: str = "emosae reading", top: int 
     concepts, at = reading["concepts"], reading["at_read"]
     order = sorted(range(len(concepts)), key=lambda j: -at[j])
     options = "".join(
-        f"<option{' selected' if j == order[0] else ''}>{html.escape(concepts[j])}</option>"
+        f"<option value={j}{' selected' if j == order[0] else ''}>{html.escape(concepts[j])}</option>"
         for j in order
     )
     rows = "".join(

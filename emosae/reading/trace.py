@@ -17,6 +17,10 @@ Units (both centred, so a constant bias never ranks concepts):
 Read position (the paper's): for a conversation, the last token before the assistant's
 reply (every token is scored in conversation units); for plain text, the mean over
 tokens from the probe's skip on (as stories were read when the probes were fitted).
+A text too short for that (fewer than `skip + min_span` tokens, min_span = skip: the
+read span would be shorter than the opening it skips) is read as the mean over every
+token after the first, the attention sink (`text_read_start`, the one rule for `read`
+and `read_many`). The bundled stories are all longer, so they read as before.
 
 Shape letters: T tokens, C concepts, D d_model, N prompts.
 """
@@ -32,7 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from emosae.core.errors import EmosaeError
-from emosae.lm.chat import Message, check_fits_context, render_chat
+from emosae.lm.chat import Message, check_fits_context, check_text, render_chat
 from emosae.lm.hooks import stop_layer
 from emosae.lm.readout import last_position
 from emosae.steering.vector import SteeringVector
@@ -119,10 +123,9 @@ class Reading:
 
     @property
     def at_read(self) -> Float[Tensor, " C"]:
-        """The scores at the paper's read position (text: the mean from the skip on)."""
-        if self.kind == "conversation":
-            return self.scores[self.read_from]
-        return self.scores[self.read_from :].mean(0)
+        """The scores at the paper's read position (text: the mean from `read_from` on,
+        the skip, or token 1 for a short text: `text_read_start`)."""
+        return at_read_position(self.scores, self.kind, self.read_from)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The k highest concepts at the read position."""
@@ -161,6 +164,44 @@ def _hook_acts(model: Any, ids: Tensor, hook: str) -> Tensor:
     return cache[hook][0].float().cpu()
 
 
+def at_read_position(
+    scores: Float[Tensor, "T C"], kind: Literal["text", "conversation"], read_from: int
+) -> Float[Tensor, " C"]:
+    """A conversation's scores at its read position; a text's mean from `read_from` on."""
+    return scores[read_from] if kind == "conversation" else scores[read_from:].mean(0)
+
+
+def text_read_start(n_tokens: int, skip: int, min_span: int | None = None) -> int:
+    """First token of a plain text's read mean (the mean runs to its last token): the
+    probe's `skip` when at least `min_span` tokens (default: `skip`) follow it, as the
+    stories were read; else 1, leaving out only token 0, the attention sink, whose
+    outsized activation would swamp a short mean (0 for a one-token text)."""
+    span = skip if min_span is None else min_span
+    if n_tokens >= skip + max(span, 1):
+        return skip
+    return min(1, n_tokens - 1)
+
+
+def tokens_to_read(
+    model: Any, text_or_messages: str | Sequence[Message], skip: int
+) -> tuple[Tensor, Literal["text", "conversation"], int]:
+    """Token ids of a text (no special tokens, as the probe stage reads stories) or a
+    rendered conversation, its kind, and its read position (`Reading.read_from`)."""
+    tok = model.tokenizer
+    if isinstance(text_or_messages, str):
+        check_text(text_or_messages)
+        # tokenized as the probe stage reads stories: no special tokens
+        ids = torch.tensor(tok(text_or_messages, add_special_tokens=False)["input_ids"])
+        if len(ids) == 0:
+            raise EmosaeError("empty text")
+        check_fits_context(model, len(ids))
+        kind, pos = "text", text_read_start(len(ids), skip)
+    else:
+        chat = render_chat(model, text_or_messages)
+        ids, kind, pos = chat.tokens, "conversation", chat.read_pos
+    return ids, kind, pos
+
+
 def read(
     model: Any,
     text_or_messages: str | Sequence[Message],
@@ -170,20 +211,10 @@ def read(
     a conversation (a list of {role, content} messages; read up to where the assistant's
     reply begins)."""
     basis = Basis.of(directions)
-    tok = model.tokenizer
-    if isinstance(text_or_messages, str):
-        # tokenized as the probe stage reads stories: no special tokens
-        ids = torch.tensor(tok(text_or_messages, add_special_tokens=False)["input_ids"])
-        if len(ids) == 0:
-            raise EmosaeError("empty text")
-        check_fits_context(model, len(ids))
-        kind, pos = "text", min(basis.skip, len(ids) - 1)
-    else:
-        chat = render_chat(model, text_or_messages)
-        ids, kind, pos = chat.tokens, "conversation", chat.read_pos
+    ids, kind, pos = tokens_to_read(model, text_or_messages, basis.skip)
     scores = basis.score(_hook_acts(model, ids, basis.hook), chat=kind == "conversation")
     return Reading(
-        [tok.decode([int(i)]) for i in ids],
+        [model.tokenizer.decode([int(i)]) for i in ids],
         ids,
         basis.concepts,
         scores,

@@ -321,6 +321,36 @@ def _log_metrics(run: Any, name: str, folder: Path) -> None:
         )
 
 
+def _check_cfg(files: SAEFiles) -> None:
+    """One complete line for a cfg.json that is not an object with integer widths, or
+    whose widths disagree with the weights' (sae-lens's own errors run to many lines)."""
+    from safetensors import safe_open
+
+    bad = f"{files.dir} is not a loadable SAE checkpoint"
+    try:
+        cfg = json.loads(files.cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EmosaeError(f"{bad}: {files.cfg.name} is not JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise EmosaeError(f"{bad}: {files.cfg.name} holds {json.dumps(cfg)[:40]}, not an object")
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in (d_in, d_sae)):
+        raise EmosaeError(
+            f"{bad}: d_in and d_sae in {files.cfg.name} must be positive integers, "
+            f"not {d_in!r:.20} and {d_sae!r:.20}"
+        )
+    try:
+        with safe_open(str(files.weights), "pt") as f:
+            shape = f.get_slice("W_dec").get_shape() if "W_dec" in f.keys() else None
+    except Exception:  # noqa: BLE001 - missing or corrupt: sae-lens's error names it
+        return
+    if shape is not None and list(shape) != [d_sae, d_in]:
+        raise EmosaeError(
+            f"{bad}: {files.cfg.name} says d_sae {d_sae} x d_in {d_in}, but W_dec in "
+            f"{files.weights.name} is {list(shape)} (a config of another SAE?)"
+        )
+
+
 def load_sae(folder: str | Path, device: str = "cpu") -> Any:
     """Load a checkpoint with sae-lens (`SAE.load_from_disk`); clear error if absent."""
     from sae_lens import SAE
@@ -329,11 +359,13 @@ def load_sae(folder: str | Path, device: str = "cpu") -> Any:
     if not files.cfg.exists():
         raise EmosaeError(f"{files.dir} is not an SAE checkpoint (no {files.cfg.name})")
     folders.verify(files.dir)
+    _check_cfg(files)
     try:
         sae = SAE.load_from_disk(str(files.dir), device=device, dtype="float32")
     except Exception as e:  # noqa: BLE001 - sae-lens raises many types for a bad file
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise EmosaeError(f"{files.dir} is not a loadable SAE checkpoint: {first}") from None
+        # all of it on one line: the first line alone ("Error(s) in loading ...:") says nothing
+        why = " ".join(str(e).split())[:400] or type(e).__name__
+        raise EmosaeError(f"{files.dir} is not a loadable SAE checkpoint: {why}") from None
     for name, t in sae.state_dict().items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise EmosaeError(f"{files.dir}: SAE tensor {name} has non-finite values")

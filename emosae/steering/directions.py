@@ -9,7 +9,15 @@ from typing import Any, Literal
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
-from emosae.core.layout import LabelFiles, ProbeFiles, RunLayout, shipped_checkpoint
+from emosae.core.layout import (
+    LabelFiles,
+    ProbeFiles,
+    RunLayout,
+    shipped_checkpoint,
+    shipped_name,
+    user_calibration,
+)
+from emosae.core.log import logger
 from emosae.lm.hooks import hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
 from emosae.steering.vector import ReadoutRef, SteeringVector
@@ -56,17 +64,38 @@ def calibrations(layout: RunLayout) -> dict[str, Any]:
     return io.read_json(f.calibration)
 
 
+def user_calibrations(layout: RunLayout) -> tuple[Path, dict[str, Any]]:
+    """For a shipped checkpoint, the user's own calibration of its vectors (written by
+    `emosae steer --calibrate --save`, since the checkpoint stays read-only) and its
+    file; ({} and no file) for any other folder or when there is none."""
+    name = shipped_name(layout.root)
+    if name is None:
+        return Path(), {}
+    mine = user_calibration(name)
+    return mine.calibrate.calibration, calibrations(mine)
+
+
 def with_calibrated_strengths(
     vecs: dict[str, SteeringVector], layout: RunLayout, kind: str
 ) -> dict[str, SteeringVector]:
-    """Give each vector calibrated for this kind, source and hook its recommended strength."""
+    """Give each vector calibrated for this kind, source and hook its recommended strength:
+    the user's own calibration of a shipped checkpoint's vector, where there is one, else
+    the folder's."""
     cal = calibrations(layout).get(kind, {})
+    where, mine = user_calibrations(layout)
+    mine = mine.get(kind, {})
     out = {}
     for e, v in vecs.items():
-        c = cal.get(e)
-        ok = c and c.get("source") == v.source and c.get("hook") == v.hook_name
-        out[e] = v.with_default_strength(c["recommended"]) if ok else v
+        c = next((c for c in (mine.get(e), cal.get(e)) if _fits(c, v)), None)
+        if c is not None and c is mine.get(e):
+            logger.info("%s (%s): your calibrated strength from %s", e, kind, where)
+        out[e] = v.with_default_strength(c["recommended"]) if c else v
     return out
+
+
+def _fits(c: Any, v: SteeringVector) -> bool:
+    """A calibration entry made for this vector (its source and hook)."""
+    return isinstance(c, dict) and c.get("source") == v.source and c.get("hook") == v.hook_name
 
 
 def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, SteeringVector]:

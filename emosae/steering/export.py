@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emosae.core import io
+from emosae.core import folders
 from emosae.core.errors import EmosaeError
 from emosae.lm.hooks import block_layer, resid_hook
 from emosae.steering.vector import SteeringVector
@@ -35,8 +35,11 @@ def model_hint(model: str) -> str:
     return model
 
 
-def export_gguf(vec: SteeringVector, path: str | Path, hint: str | None = None) -> Path:
-    """Write `vec` as a llama.cpp control vector (see the module docstring)."""
+def export_gguf(
+    vec: SteeringVector, path: str | Path, hint: str | None = None, force: bool = False
+) -> Path:
+    """Write `vec` as a llama.cpp control vector (see the module docstring). An existing
+    file at `path` must be one emosae wrote (`folders.check_output_file`), or `force`."""
     import gguf
     import numpy as np
 
@@ -62,4 +65,4 @@ def export_gguf(vec: SteeringVector, path: str | Path, hint: str | None = None) 
         w.write_tensors_to_file()
         w.close()
 
-    return io.write_atomic(Path(path), write)
+    return folders.write_output(Path(path), write, force)

@@ -10,6 +10,7 @@ of a typical residual vector at that layer; with `relative=False` it is
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,13 +22,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from emosae.core import io
+from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import vector_files
 from emosae.core.log import logger
 from emosae.lm.hooks import block_layer, hook_layer
 
 _LEVELS = itertools.count(1_000_000)  # private hook levels, so removal touches only ours
+
+MAX_STRENGTH = 4.0
+"""The largest relative strength the CLI and calibration accept. A relative strength s
+adds s times the mean residual norm, so 1 already doubles the typical residual vector;
+the shipped calibrations recommend 0.2-0.4, and at 0.4 steered replies are 2-4 times as
+perplexing as unsteered ones. 4 is ten times the largest calibrated strength: beyond it
+the model only emits noise or nothing (1e30 gives an empty reply), never a stronger
+emotion."""
 
 
 def _frozen(m: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -132,7 +141,7 @@ class SteeringVector:
     """hook name -> mean residual-stream norm there (for relative strength)."""
     default_strength: float | None = None
     """The calibrated relative strength `apply` uses when given none (see
-    `emosae.steering.calibration`); None for an uncalibrated vector or a combination."""
+    `emosae.experiments.calibration`); None for an uncalibrated vector or a combination."""
     readout: ReadoutRef | None = None
     """Where and in what units `emosae.read` reads this direction (probe folders record
     it); None for a combination or a bare direction."""
@@ -269,14 +278,6 @@ class SteeringVector:
         """The same vector carrying `strength` as its default (a new vector)."""
         return replace(self, default_strength=strength)
 
-    def calibrate(self, model: Any, prompts: list[str] | None = None, cfg: Any = None) -> Any:
-        """Sweep this vector's strength on `model`: effect and coherence per strength and
-        a recommended strength (`emosae.steering.calibration.calibrate`). Use
-        `vec.with_default_strength(cal.recommended)` to keep it."""
-        from emosae.steering.calibration import calibrate
-
-        return calibrate(self, model, prompts, cfg)
-
     @contextmanager
     def apply(
         self,
@@ -299,10 +300,18 @@ class SteeringVector:
             if self.default_strength is None:
                 raise EmosaeError(
                     f"{self.emotion} ({self.source}) has no calibrated default strength; pass "
-                    "strength=..., or calibrate it: vec.with_default_strength(vec.calibrate(model).recommended)"
+                    "strength=..., or calibrate it: "
+                    "vec.with_default_strength(emosae.calibrate(vec, model).recommended)"
                 )
             strength = self.default_strength
         self._check_fits(model, strength)
+        if relative and abs(strength) > MAX_STRENGTH:
+            logger.warning(
+                "strength %g is beyond any sane strength (|s| <= %g); expect noise, not %s",
+                strength,
+                MAX_STRENGTH,
+                self.emotion,
+            )
         added = {h: self.scaled(h, strength, relative) for h in self.vectors}
         seen: dict[str, int] = {}
         level = next(_LEVELS)
@@ -361,11 +370,14 @@ class SteeringVector:
             )
 
     # ---------------------------------------------------------------- io
-    def save(self, path: str | Path) -> Path:
-        """Write `<path>.safetensors` + `<path>.json` (temp names, then rename)."""
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write `<path>.safetensors` + `<path>.json` (temp names, then rename). Either
+        file, if it exists, must be one emosae wrote (`folders.check_output_file`), or
+        `force`; both are checked before either is written."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         st, js = vector_files(path)
+        for p in (st, js):
+            folders.check_output_file(p, force)
         meta = {
             "emotion": self.emotion,
             "source": self.source,
@@ -378,8 +390,10 @@ class SteeringVector:
         }
         tensors = {h: v.contiguous() for h, v in self.vectors.items()}
         tensors.update(self.readout.tensors() if self.readout else {})
-        io.save_tensors(st, tensors)
-        io.write_json(js, meta)
+        from safetensors.torch import save_file
+
+        folders.write_output(st, lambda t: save_file(tensors, str(t)), force)
+        folders.write_output_text(js, json.dumps(meta, indent=1, default=float), force)
         return st
 
     @classmethod

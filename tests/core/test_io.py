@@ -117,3 +117,26 @@ def test_library_is_silent_until_configured(capsys, monkeypatch):
     log.logger.info("nobody asked")
     out = capsys.readouterr()
     assert out.out == "" and "nobody asked" not in out.err
+
+
+def test_markers_name_the_version_and_newer_formats_are_refused(tmp_path):
+    """A folder carries the emosae version that wrote it; one written by a newer file
+    format is refused with both versions named, before anything is read or written."""
+    import json
+
+    import emosae
+    from emosae.core import folders
+
+    d = folders.claim(tmp_path / "p", "probes")
+    folders.seal(d, "probes")
+    mark = folders.read_marker(d)
+    assert mark["emosae"] == emosae.__version__ and mark["kind"] == "probes"
+    major, minor = (int(x) for x in emosae.__version__.split(".")[:2])
+    (d / ".emosae.json").write_text(
+        json.dumps({"kind": "probes", "emosae": f"{major}.{minor + 1}.0"})
+    )
+    for call in (folders.verify, lambda f: folders.check_claimable(f, "probes")):
+        with pytest.raises(EmosaeError, match=f"written by emosae {major}.{minor + 1}.0.*upgrade"):
+            call(d)
+    (d / ".emosae.json").write_text(json.dumps({"kind": "probes"}))  # 0.1: still read
+    folders.verify(d)

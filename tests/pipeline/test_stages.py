@@ -3,6 +3,8 @@ stage keys that change exactly when their outputs could, and the headline as dat
 
 import json
 from dataclasses import replace
+from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -71,8 +73,41 @@ def test_stage_keys_hash_their_config_inputs_and_code(tmp_path, monkeypatch):
     assert runner.stage_key(by_name["probes"], replace(cfg, layer=10), log) != key["probes"]
     log.data["train"] = {"outputs": {"sae/cfg.json": "0" * 64}}
     assert runner.stage_key(by_name["labels"], cfg, log) != key["labels"]  # new input
-    monkeypatch.setattr(runner, "code_version", lambda: "9.9.9")
-    assert runner.stage_key(by_name["cache"], cfg, log) != key["cache"]  # an upgrade
+    _edited_package(tmp_path / "pkg", monkeypatch, "sae/cache.py")
+    assert runner.stage_key(by_name["cache"], cfg, log) != key["cache"]  # its code changed
+
+
+def _edited_package(root, monkeypatch, rel):
+    """Point the source hash at a copy of the package with `rel` edited."""
+    import shutil
+
+    import emosae
+    from emosae.core import provenance
+
+    src = Path(emosae.__file__).parent
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / rel).write_text((root / rel).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(provenance, "_PKG", root)
+    monkeypatch.setattr(provenance, "RESOURCES", root / "data" / "resources")
+    # fresh memos for the copy; the real ones come back untouched after the test
+    monkeypatch.setattr(provenance, "import_closure", cache(provenance.import_closure.__wrapped__))
+    monkeypatch.setattr(runner, "source_hash", cache(provenance.source_hash.__wrapped__))
+    return root
+
+
+def test_editing_the_report_keeps_the_cache_and_sae_keys(tmp_path, monkeypatch):
+    """Stage keys hash the source a stage runs, not the git commit: an edit of the
+    report module recomputes the report and nothing upstream of it."""
+    from emosae.core import provenance
+
+    by_name = {s.name: s for s in STAGES}
+    before = {n: runner.stage_code(s) for n, s in by_name.items()}
+    _edited_package(tmp_path / "pkg", monkeypatch, "pipeline/report.py")
+    after = {n: runner.stage_code(s) for n, s in by_name.items()}
+    assert after["report"] != before["report"]
+    changed = sorted(n for n in before if after[n] != before[n])
+    assert changed == ["report"], changed
+    assert "emosae.pipeline.report" not in provenance.import_closure(("emosae.sae.cache",))
 
 
 def test_unknown_stage_is_refused_before_anything_is_written(tmp_path):

@@ -96,4 +96,5 @@ def test_read_command_prints_top_and_writes_page(layer15_probes, tmp_path, capsy
         assert main([*argv, *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.html"]
+    # the page, and the ledger that lets a rerun replace it (and nothing else)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".emosae-outputs.json", "trace.html"]

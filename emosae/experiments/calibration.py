@@ -36,6 +36,7 @@ import torch
 from emosae import data
 from emosae.core.errors import EmosaeError
 from emosae.core.stats import mean_ci
+from emosae.steering.vector import MAX_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class CalibrationConfig:
     def __post_init__(self):
         if not self.strengths or not all(math.isfinite(s) for s in self.strengths):
             raise EmosaeError("calibration strengths must be finite numbers")
+        if any(abs(s) > MAX_STRENGTH for s in self.strengths):
+            raise EmosaeError(
+                f"calibration strengths must lie in [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}]"
+            )
         if self.n_prompts < 1 or self.max_new_tokens < 1 or not self.budget > 1:
             raise EmosaeError("n_prompts and max_new_tokens must be >= 1 and budget > 1")
 

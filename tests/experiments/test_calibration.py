@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emosae.core.errors import EmosaeError
-from emosae.steering.calibration import CalibrationConfig, calibrate, recommend
+from emosae.experiments.calibration import CalibrationConfig, calibrate, recommend
 
 
 def test_recommend_is_the_largest_strength_before_the_budget_breaks():

@@ -1,0 +1,241 @@
+"""The HTTP side of `emosae studio`: a FastAPI app over one `Studio`, served by uvicorn.
+
+Routes:
+  GET  /                   the page (static/studio.html; its script and style inline)
+  GET  /api/info           model, concepts, slider ranges, whether features and pages exist
+  GET  /api/status         {"busy": bool, "hooks": forward hooks on the model}
+  POST /api/chat           {messages, max_new_tokens, temperature, steer} -> JSON lines:
+                           start / token / reply (text and reading) per reply ("plain",
+                           then "steered" when `steer` moves a slider), then end, or error
+  GET  /features/          the run's dashboard index (with --run)
+  GET  /features/feature_<i>.html  feature i's dashboard page (the path is built from the
+                           integer i; no path is ever taken from the client)
+
+Safety: one generation at a time (another gets 409 with a message); the lock is
+released, and the reply's generator closed, when the stream ends, fails or the client
+disconnects (steering hooks never outlive a forward: see `session`). Every response
+carries a content security policy that allows nothing from another host, and the Host
+header must name the address served (a guard against DNS rebinding) unless the studio
+listens on every interface.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import StreamingResponse
+
+from emosae.core.errors import EmosaeError
+from emosae.core.log import logger
+from emosae.studio.session import Studio
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_FEATURE_PAGE = re.compile(r"feature_(\d{1,9})\.html")
+_DONE = object()
+
+
+class MessageIn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    messages: list[MessageIn] = Field(min_length=1, max_length=500)
+    max_new_tokens: int = 48
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    steer: dict[str, float] = Field(default_factory=dict)
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that, however it ends (done, failed, client gone), closes
+    its body and then calls `release`."""
+
+    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]):
+        super().__init__(body, media_type="application/x-ndjson")
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()
+            finally:
+                self._release()
+
+
+def _line(**event: Any) -> str:
+    return json.dumps(event) + "\n"
+
+
+async def _events(studio: Studio, req: ChatRequest, chat: Any, steer: list) -> AsyncIterator[str]:
+    """The reply (and the steered reply), token by token, then each one's reading. Every
+    step runs in a worker thread; a cancelled request waits for its step to finish."""
+    msgs = [m.model_dump() for m in req.messages]
+    runs = [("plain", [])] + ([("steered", steer)] if steer else [])
+    try:
+        for which, st in runs:
+            yield _line(event="start", which=which, steer={v.emotion: s for v, s in st})
+            gen = studio.reply(
+                chat, st, max_new_tokens=req.max_new_tokens, temperature=req.temperature
+            )
+            parts: list[str] = []
+            try:
+                while (piece := await run_in_threadpool(next, gen, _DONE)) is not _DONE:
+                    parts.append(piece)
+                    if piece:
+                        yield _line(event="token", which=which, text=piece)
+            finally:
+                gen.close()
+            text = "".join(parts).strip()
+            convo = [*msgs, {"role": "assistant", "content": text}]
+            reading = await run_in_threadpool(studio.reading, convo)
+            yield _line(event="reply", which=which, text=text, reading=reading)
+        yield _line(event="end")
+    except EmosaeError as e:
+        yield _line(event="error", message=str(e))
+    except Exception as e:  # noqa: BLE001 - say it in the page, not as a dropped connection
+        logger.exception("studio: the reply failed")
+        yield _line(event="error", message=f"the reply failed: {type(e).__name__}: {e}")
+
+
+def _page() -> str:
+    return resources.files("emosae.studio").joinpath("static/studio.html").read_text("utf-8")
+
+
+def create_app(studio: Studio, host: str = "127.0.0.1") -> FastAPI:
+    """The studio's app (see the module docstring for the routes)."""
+    app = FastAPI(title="emosae studio", docs_url=None, redoc_url=None, openapi_url=None)
+    lock = threading.Lock()
+    app.state.studio, app.state.lock = studio, lock
+    if host not in ("0.0.0.0", "::", ""):
+        hosts = sorted(LOOPBACK | {host}) + ["[::1]"]
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Response:
+        resp = await call_next(request)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return JSONResponse({"error": f"bad request: {where}: {first.get('msg', '')}"}, 422)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return _page()
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return studio.info()
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        return {"busy": lock.locked(), "hooks": studio.hooks_left()}
+
+    @app.post("/api/chat")
+    def chat(req: ChatRequest) -> Response:
+        if not lock.acquire(blocking=False):
+            msg = "busy: the model is answering another request; try again when it is done"
+            return JSONResponse({"error": msg}, 409)
+        try:
+            msgs = [m.model_dump() for m in req.messages]
+            prompt = studio.prompt(msgs, req.max_new_tokens)
+            steer = studio.steering(req.steer)
+        except EmosaeError as e:
+            lock.release()
+            return JSONResponse({"error": str(e)}, 400)
+        except BaseException:
+            lock.release()
+            raise
+        return _Stream(_events(studio, req, prompt, steer), lock.release)
+
+    @app.get("/features/")
+    def dashboard_index() -> Response:
+        page = studio.features.index() if studio.features else None
+        if page is None:
+            return JSONResponse({"error": "no dashboard: start the studio with --run RUN"}, 404)
+        return FileResponse(page, media_type="text/html")
+
+    @app.get("/features/{name}")
+    def feature_page(name: str) -> Response:
+        m = _FEATURE_PAGE.fullmatch(name)
+        page = studio.features.page(int(m.group(1))) if m and studio.features else None
+        if page is None:
+            return JSONResponse({"error": f"no dashboard page {name!r}"}, 404)
+        return FileResponse(page, media_type="text/html")
+
+    return app
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another program holds, with a one-line error."""
+    if not 0 < port < 65536:
+        raise EmosaeError(f"--port must be between 1 and 65535, not {port}")
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise EmosaeError(
+                f"cannot listen on {host}:{port} ({e.strerror}); pass --port"
+            ) from None
+
+
+def warn_if_exposed(host: str) -> bool:
+    """Warn when the studio listens beyond this machine; True when it does."""
+    if host in LOOPBACK:
+        return False
+    logger.warning(
+        "studio listening on %s: anyone who can reach this address can use the model and "
+        "read the run's dashboards (there is no login); the default is 127.0.0.1",
+        host,
+    )
+    return True
+
+
+def serve(
+    studio: Studio, host: str = "127.0.0.1", port: int = 8765, started: float | None = None
+) -> None:
+    """Serve the studio until interrupted; logs its address once it listens (with the
+    seconds since `started`, a `time.monotonic()` reading, when given)."""
+    import uvicorn
+
+    warn_if_exposed(host)
+    check_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                took = f" (ready {time.monotonic() - started:.1f} s after start)" if started else ""
+                logger.info("studio ready: open http://%s:%d/%s", shown, port, took)
+
+    config = uvicorn.Config(
+        create_app(studio, host), host=host, port=port, log_level="warning", access_log=False
+    )
+    _Server(config).run()

@@ -1,0 +1,247 @@
+"""The model side of `emosae studio`: one loaded model with its directions, the slider
+range of each direction, and replies generated token by token, steered or not.
+
+Generation: greedy by default (sampled with `temperature` > 0 from seed 0, as
+`chat_reply` does), with TransformerLens's KV cache and one forward per token, stopping
+at the end of the turn; the tokens are those `chat_reply` returns (tested). Steering
+hooks live only inside each forward: every step enters the vectors' `apply` contexts and
+leaves them before its token is handed out, so a generator abandoned between two steps
+(a client that went away) leaves no hook on the model. Steering starts at the last
+prompt token, as `emosae steer` does: the prompt's forward steers from
+`from_pos = len(prompt) - 1`, and every later one-token forward lies past that point.
+
+Slider ranges. A calibrated vector (the user's own calibration of a shipped vector, else
+its folder's `calibrate/`, for the same kind, source and hook: the record
+`load_directions` takes its default strength from) slides over
+its calibrated safe range: from the most negative swept strength such that every swept
+strength between it and 0 keeps the steered/unsteered perplexity ratio within the
+calibration's budget, to the recommended strength (the default mark); the same rule as
+`emosae.experiments.calibration.recommend`, on both signs. An uncalibrated vector slides
+over `FALLBACK_RANGE` (the extremes of the default calibration sweep) with no mark.
+
+Not done here: batching several users (one generation runs at a time; see `server`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emosae.core.errors import EmosaeError
+from emosae.core.layout import RunLayout, shipped_checkpoint
+from emosae.lm.chat import ChatTokens, Message, check_fits_context, render_chat, stop_token_ids
+from emosae.steering.directions import calibrations, load_directions, user_calibrations
+from emosae.steering.vector import SteeringVector
+from emosae.studio.readings import Features, read_conversation
+
+FALLBACK_RANGE = (-0.4, 0.4)
+"""Slider range of a vector without calibration: the extremes of the default calibration
+sweep (`CalibrationConfig.strengths`)."""
+MAX_NEW_TOKENS = 512
+"""The most tokens one reply may ask for."""
+
+
+@dataclass(frozen=True)
+class Slider:
+    """A concept's steering slider: relative strengths from `lo` to `hi`."""
+
+    concept: str
+    lo: float
+    hi: float
+    default: float | None
+    """The calibrated default strength (the mark); None without calibration."""
+    calibrated: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _reach(strengths: Sequence[float], ratio: Sequence[float], budget: float) -> float:
+    """The largest positive strength reached from 0 without a ratio over `budget` (nan
+    breaks it too), as `emosae.experiments.calibration.recommend` walks; 0 if none."""
+    best = 0.0
+    for s, r in sorted(zip(strengths, ratio, strict=True)):
+        if s <= 0:
+            continue
+        if not r <= budget:
+            break
+        best = s
+    return best
+
+
+def safe_range(cal: Mapping[str, Any]) -> tuple[float, float]:
+    """(lo, hi) of a calibration record: the strengths reached from 0 on each side
+    without leaving the perplexity budget (0 on a side where even the smallest breaks it)."""
+    s, ratio, budget = cal["strengths"], cal["ppl_ratio"], cal["budget"]
+    return (-_reach([-x for x in s], ratio, budget) + 0.0, _reach(s, ratio, budget))
+
+
+def _fits(c: Any, v: SteeringVector) -> bool:
+    return isinstance(c, dict) and c.get("source") == v.source and c.get("hook") == v.hook_name
+
+
+def sliders(vecs: Mapping[str, SteeringVector], root: Path, kind: str) -> dict[str, Slider]:
+    """A slider per vector (see the module docstring): the user's own calibration of a
+    shipped vector where there is one, else the folder's, as `load_directions` chooses."""
+    layout = RunLayout(root)
+    found = [user_calibrations(layout)[1].get(kind, {}), calibrations(layout).get(kind, {})]
+    out = {}
+    for e, v in vecs.items():
+        c = next((c for c in (f.get(e) for f in found) if _fits(c, v)), None)
+        if c is not None:
+            out[e] = Slider(e, *safe_range(c), v.default_strength, True)
+        else:
+            out[e] = Slider(e, *FALLBACK_RANGE, None, False)
+    return out
+
+
+def _step(model: Any, toks: torch.Tensor, cache: Any, steer: Sequence, from_pos: int) -> Any:
+    """One forward with the steering hooks on for its duration only."""
+    with ExitStack() as stack:
+        for vec, strength in steer:
+            stack.enter_context(vec.apply(model, strength, from_pos=from_pos))
+        return model(toks, past_kv_cache=cache)[0, -1]
+
+
+@torch.no_grad()
+def stream_reply(
+    model: Any,
+    chat: ChatTokens,
+    steer: Sequence[tuple[SteeringVector, float]] = (),
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> Iterator[str]:
+    """The reply to a rendered conversation, as pieces of text, one per token (a piece
+    may be empty while a character spans several tokens); see the module docstring."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.utils import sample_logits
+
+    check_fits_context(model, len(chat.tokens), max_new_tokens)
+    torch.manual_seed(seed)
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    stops = set(stop_token_ids(model))
+    dev = torch.device(model.cfg.device)
+    logits = _step(model, chat.tokens[None].to(dev), cache, steer, len(chat.tokens) - 1)
+    new: list[int] = []
+    said = ""
+    for i in range(max_new_tokens):
+        if temperature > 0:
+            nxt = int(sample_logits(logits[None], temperature=temperature)[0])
+        else:
+            nxt = int(logits.argmax())
+        if nxt in stops:
+            return
+        new.append(nxt)
+        text = model.tokenizer.decode(new, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for a character's last byte
+            yield text[len(said) :]
+            said = text
+        else:
+            yield ""
+        if i + 1 < max_new_tokens:
+            logits = _step(model, torch.tensor([[nxt]], device=dev), cache, steer, 0)
+
+
+class Studio:
+    """A model, its directions and their sliders, and (with a run) its SAE features."""
+
+    def __init__(
+        self,
+        model: Any,
+        vecs: Mapping[str, SteeringVector],
+        slider: Mapping[str, Slider],
+        features: Features | None = None,
+        load_expr: str = "emosae.load_directions()",
+    ):
+        self.model = model
+        self.vecs = dict(vecs)
+        self.sliders = dict(slider)
+        self.features = features
+        self.load_expr = load_expr
+
+    @classmethod
+    def load(
+        cls,
+        directions: str | Path | None = None,
+        run: str | Path | None = None,
+        model: str | None = None,
+        kind: str = "probe",
+    ) -> Studio:
+        """Directions from `directions` (default: the run's, else the shipped ones), the
+        SAE, labels and dashboard of `run`, and the model."""
+        from emosae.lm.models import load_model
+
+        where = directions if directions is not None else run
+        vecs = load_directions(where, kind=kind)
+        root = Path(where) if where is not None else shipped_checkpoint()
+        feats = Features.of_run(run) if run is not None else None
+        args = ([repr(str(where))] if where is not None else []) + (
+            [f"kind={kind!r}"] if kind != "probe" else []
+        )
+        expr = f"emosae.load_directions({', '.join(args)})"  # for "copy as Python"
+        return cls(load_model(model), vecs, sliders(vecs, root, kind), feats, expr)
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to draw itself."""
+        vec = next(iter(self.vecs.values()))
+        return {
+            "model": getattr(self.model.cfg, "model_name", "model"),
+            "n_ctx": int(self.model.cfg.n_ctx),
+            "hook": vec.hook_name,
+            "concepts": list(self.vecs),
+            "sliders": [s.to_json() for s in self.sliders.values()],
+            "fallback_range": list(FALLBACK_RANGE),
+            "features": self.features is not None,
+            "dashboard": bool(self.features and self.features.index()),
+            "load": self.load_expr,
+            "max_new_tokens": MAX_NEW_TOKENS,
+        }
+
+    def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> ChatTokens:
+        """The rendered conversation to reply to, refused when it does not end with the
+        user's turn or, with the reply, does not fit the context."""
+        if not messages or messages[-1].get("role") != "user":
+            raise EmosaeError("the conversation must end with a user message")
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            raise EmosaeError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}")
+        limit = 16 * self.model.cfg.n_ctx  # characters: refuse before tokenizing a novel
+        if sum(len(m.get("content", "")) for m in messages) > limit:
+            raise EmosaeError(
+                f"the conversation is longer than the model's context of {self.model.cfg.n_ctx} tokens"
+            )
+        chat = render_chat(self.model, messages)
+        check_fits_context(self.model, len(chat.tokens), max_new_tokens)
+        return chat
+
+    def steering(self, steer: Mapping[str, float]) -> list[tuple[SteeringVector, float]]:
+        """(vector, strength) pairs, refused outside each slider's range."""
+        out = []
+        for c, s in steer.items():
+            if c not in self.vecs:
+                raise EmosaeError(f"unknown concept {c!r}")
+            lo, hi = self.sliders[c].lo, self.sliders[c].hi
+            if not (
+                isinstance(s, int | float) and math.isfinite(s) and lo - 1e-9 <= s <= hi + 1e-9
+            ):
+                raise EmosaeError(f"strength {s!r} for {c} is outside its range [{lo:g}, {hi:g}]")
+            if s != 0:
+                out.append((self.vecs[c], float(s)))
+        return out
+
+    def reply(self, chat: ChatTokens, steer: Sequence = (), **kw: Any) -> Iterator[str]:
+        return stream_reply(self.model, chat, steer, **kw)
+
+    def reading(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """The page's data for a conversation (`readings.read_conversation`)."""
+        return read_conversation(self.model, messages, self.vecs, self.features)
+
+    def hooks_left(self) -> int:
+        """Forward hooks on the model (0 between generations)."""
+        return sum(len(h.fwd_hooks) for h in self.model.hook_dict.values())

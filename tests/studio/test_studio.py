@@ -1,0 +1,439 @@
+"""`emosae studio`: the slider ranges by hand; the streamed reply against `chat_reply`
+(steered and not) and its hooks; and the app on the real default model, served once for
+the module on a free loopback port, driven over HTTP and in headless Chromium: a chat
+with coloured tokens and bars, a steered reply beside the unsteered one, a too-long
+prompt, a client that disconnects, a busy model, feature pages, and the command's
+default address and start-up time. Every test name contains `studio` (`-k studio`)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from emosae.core.layout import DashboardFiles, shipped_checkpoint
+from emosae.lm.chat import chat_reply, render_chat
+from emosae.studio.session import FALLBACK_RANGE, safe_range, stream_reply
+
+CHROMIUM = Path("/usr/bin/chromium")
+PROMPT = "Tell me about your weekend."
+N = 10  # tokens per reply: short, so the tests stay fast on two cores
+
+
+# ---------------------------------------------------------------- slider ranges (no model)
+def test_studio_safe_range_walks_out_from_zero_on_each_side():
+    cal = {
+        "strengths": [-0.4, -0.2, 0.0, 0.2, 0.4],
+        "ppl_ratio": [2.5, 1.5, 1.0, 1.2, 2.1],
+        "budget": 2.0,
+    }
+    assert safe_range(cal) == (-0.2, 0.2)
+    # a broken strength nearer 0 hides a good one further out
+    cal["ppl_ratio"] = [1.1, 3.0, 1.0, 1.9, 1.95]
+    assert safe_range(cal) == (0.0, 0.4)
+    cal["ppl_ratio"] = [9.0, 9.0, 1.0, float("nan"), 1.0]
+    assert safe_range(cal) == (0.0, 0.0)
+    assert FALLBACK_RANGE == (-0.4, 0.4)
+
+
+# ---------------------------------------------------------------- generation (real model)
+def _hooks(model) -> int:
+    return sum(len(h.fwd_hooks) for h in model.hook_dict.values())
+
+
+@pytest.fixture(scope="module")
+def vecs():
+    from emosae.steering.directions import load_directions
+
+    return load_directions()
+
+
+@pytest.mark.real
+def test_studio_stream_is_chat_reply_token_by_token_steered_or_not(real_model, vecs):
+    msgs = [{"role": "user", "content": PROMPT}]
+    chat = render_chat(real_model, msgs)
+    pieces = list(stream_reply(real_model, chat, max_new_tokens=N))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == chat_reply(real_model, msgs, max_new_tokens=N)
+    steer = [(vecs["calm"], 0.2)]
+    steered = "".join(stream_reply(real_model, chat, steer, max_new_tokens=N)).strip()
+    with vecs["calm"].apply(real_model, 0.2, from_pos=len(chat.tokens) - 1):
+        assert steered == chat_reply(real_model, msgs, max_new_tokens=N)
+    assert steered != "".join(pieces).strip()
+    # a generator left half-way (a client gone) holds no hook between its steps
+    gen = stream_reply(real_model, chat, steer, max_new_tokens=N)
+    next(gen), next(gen)
+    assert _hooks(real_model) == 0
+    gen.close()
+
+
+@pytest.mark.real
+def test_studio_reading_cuts_each_message_into_its_own_tokens(real_model, vecs):
+    from emosae.reading.trace import read
+    from emosae.studio.readings import read_conversation
+
+    msgs = [
+        {"role": "user", "content": "assistant? 🌟 I got the job!"},
+        {"role": "assistant", "content": "Congratulations 🎉 well done."},
+        {"role": "user", "content": "Thanks"},
+        {"role": "assistant", "content": "You are welcome."},
+    ]
+    out = read_conversation(real_model, msgs, vecs)
+    assert [m["role"] for m in out["messages"]] == [m["role"] for m in msgs]
+    for got, m in zip(out["messages"], msgs, strict=True):
+        assert "".join(got["tokens"]) == m["content"]
+        assert len(got["scores"]) == len(got["tokens"]) and len(got["scores"][0]) == len(vecs)
+    # each assistant turn is read at the token before its reply, as emosae.read does
+    assert [r["message"] for r in out["reads"]] == [1, 3]
+    for r in out["reads"]:
+        want = read(real_model, msgs[: r["message"]], vecs).at_read
+        assert r["scores"] == pytest.approx(want.tolist(), abs=0.011)
+
+
+# ---------------------------------------------------------------- the served app
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """The shipped checkpoint as a run, with a dashboard page for every even feature."""
+    run = tmp_path_factory.mktemp("studio") / "run"
+    shutil.copytree(shipped_checkpoint(), run)
+    pages = DashboardFiles(run / "dashboard")
+    pages.dir.mkdir()
+    pages.index.write_text("<html><body><h1>all features</h1></body></html>")
+    for f in range(0, 4608, 2):
+        pages.feature(f).write_text(f"<html><body><h1>feature {f}</h1></body></html>")
+    return run
+
+
+@pytest.fixture(scope="module")
+def served(real_model, run_dir):
+    """(base url, studio) of the app served in a thread of this process."""
+    import uvicorn
+
+    from emosae.steering.directions import load_directions
+    from emosae.studio.readings import Features
+    from emosae.studio.server import create_app
+    from emosae.studio.session import Studio, sliders
+
+    vecs = load_directions(run_dir)
+    studio = Studio(real_model, vecs, sliders(vecs, run_dir, "probe"), Features.of_run(run_dir))
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning")
+    )
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", studio
+    server.should_exit = True
+    t.join(timeout=30)
+
+
+def _post(base: str, body: dict) -> http.client.HTTPResponse:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    conn.request("POST", "/api/chat", json.dumps(body), {"Content-Type": "application/json"})
+    return conn.getresponse()
+
+
+def _events(resp) -> list[dict]:
+    return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+
+
+def _idle(base: str, timeout: float = 60) -> dict:
+    host, port = base.removeprefix("http://").split(":")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/api/status")
+        st = json.loads(conn.getresponse().read())
+        if not st["busy"]:
+            return st
+        time.sleep(0.1)
+    raise AssertionError("the studio stayed busy")
+
+
+@pytest.mark.real
+def test_studio_chat_streams_tokens_then_the_reading(served, real_model):
+    base, studio = served
+    msgs = [{"role": "user", "content": PROMPT}]
+    ev = _events(_post(base, {"messages": msgs, "max_new_tokens": N}))
+    kinds = [e["event"] for e in ev]
+    assert kinds[0] == "start" and kinds[-2:] == ["reply", "end"]
+    assert set(kinds[1:-2]) == {"token"} and len(kinds) - 3 > 1
+    reply = ev[-2]
+    assert "".join(e["text"] for e in ev[1:-2]).strip() == reply["text"]
+    assert reply["text"] == chat_reply(real_model, msgs, max_new_tokens=N)
+    got = reply["reading"]["messages"]
+    assert "".join(got[-1]["tokens"]) == reply["text"]
+    assert len(reply["reading"]["reads"]) == 1 and got[-1]["features"][0]
+
+
+@pytest.mark.real
+def test_studio_refuses_bad_requests_with_a_message(served):
+    base, _ = served
+    cases = [
+        ({"messages": [{"role": "user", "content": "hi"}], "steer": {"calm": 0.3}}, "range"),
+        ({"messages": [{"role": "user", "content": "hi"}], "steer": {"nope": 0.1}}, "unknown"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "end with a user"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 0}, "max_new"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "bad request"),
+    ]
+    for body, want in cases:
+        r = _post(base, body)
+        assert r.status in (400, 422) and want in json.loads(r.read())["error"], body
+    assert _idle(base)["hooks"] == 0
+
+
+@pytest.mark.real
+def test_studio_client_that_disconnects_leaves_no_hook(served):
+    base, studio = served
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_new_tokens": 300}
+    body["steer"] = {"calm": 0.2}
+    resp = _post(base, body)
+    assert resp.status == 200
+    resp.readline(), resp.readline()  # start, first token
+    t0 = time.monotonic()
+    resp.close()  # the client goes away mid-reply
+    st = _idle(base, timeout=30)
+    assert time.monotonic() - t0 < 20, "the reply ran on after its client left"
+    assert st["hooks"] == 0
+    assert all(not h.fwd_hooks for h in studio.model.hook_dict.values())
+    ok = _post(base, {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 2})
+    assert ok.status == 200 and _events(ok)[-1]["event"] == "end"
+
+
+@pytest.mark.real
+def test_studio_feature_pages_come_from_feature_ids_only(served, run_dir):
+    base, _ = served
+    host, port = base.removeprefix("http://").split(":")
+
+    def get(path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+
+    assert get("/features/feature_2.html") == (
+        200,
+        DashboardFiles(run_dir / "dashboard").feature(2).read_bytes(),
+    )
+    assert get("/features/")[0] == 200
+    for bad in [
+        "/features/feature_3.html",  # no page for odd features
+        "/features/..%2fsae%2fcfg.json",
+        "/features/%2e%2e/%2e%2e/etc/passwd",
+        "/features/feature_2.html.bak",
+        "/features/feature_-1.html",
+    ]:
+        assert get(bad)[0] == 404, bad
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/", headers={"Host": "evil.example"})  # DNS rebinding
+    assert conn.getresponse().status == 400
+
+
+# ---------------------------------------------------------------- in a browser
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    outside: list[str] = []
+    pg.on("request", lambda r: None if r.url.startswith(served[0]) else outside.append(r.url))
+    pg.goto(served[0] + "/")
+    pg.wait_for_selector("body[data-ready='1']")
+    pg.fill("#max-tokens", str(N))
+    yield pg
+    pg.close()
+    assert outside == [], "the page asked another host"
+    assert [e for e in errors if "409" not in e and "400" not in e] == []
+
+
+@pytest.mark.real
+def test_studio_page_chat_shows_coloured_tokens_and_concept_bars(page, served, real_model):
+    page.fill("#message", PROMPT)
+    page.click("#send")
+    page.wait_for_selector(".reply.plain svg.bars", timeout=90_000)
+    want = chat_reply(real_model, [{"role": "user", "content": PROMPT}], max_new_tokens=N)
+    assert page.inner_text(".reply.plain .msg.assistant") == want
+    assert page.inner_text(".turn .msg.user") == PROMPT
+    toks = page.locator(".msg .tok")
+    assert toks.count() >= 6 + 2
+    colours = {toks.nth(i).evaluate("e => e.style.background") for i in range(toks.count())}
+    assert all(c.startswith("rgba(") for c in colours) and len(colours) > 2
+    assert page.locator(".reply.plain svg.bars rect").count() == 8
+    bg = "els => els.map(e => e.style.background)"
+    before = toks.evaluate_all(bg)
+    page.select_option("#concept", "afraid")  # another concept recolours the tokens
+    assert toks.evaluate_all(bg) != before
+    tok = page.locator(".reply.plain .tok").nth(1)
+    tok.hover()
+    assert page.locator("#tip").is_visible() and "top concepts" in page.inner_text("#tip")
+    tok.click()
+    links = page.locator("#inspect table.features a")
+    rows = page.locator("#inspect table.features tr")
+    assert rows.count() > 1
+    ids = [int(x.removeprefix("#")) for x in links.all_inner_texts()]
+    assert all(f % 2 == 0 for f in ids)  # only even features have pages
+    if ids:
+        with page.context.expect_page() as new:
+            links.first.click()
+        assert f"feature {ids[0]}" in new.value.inner_text("h1")
+        new.value.close()
+
+
+@pytest.mark.real
+def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model, vecs):
+    calm = page.locator(".slider input[data-concept='calm']")
+    assert (calm.get_attribute("min"), calm.get_attribute("max")) == ("-0.2", "0.2")
+    assert page.locator(".slider[data-concept='calm'] .mark").count() == 1
+    page.select_option("#add-concept", "blissful")  # uncalibrated: fallback, no mark
+    page.click("#add")
+    bliss = page.locator(".slider input[data-concept='blissful']")
+    assert (bliss.get_attribute("min"), bliss.get_attribute("max")) == ("-0.4", "0.4")
+    assert page.locator(".slider[data-concept='blissful'] .mark").count() == 0
+    calm.fill("0.2")
+    assert "calm +0.20" in page.inner_text("#settings")
+    page.fill("#message", PROMPT)
+    page.click("#steer")
+    page.wait_for_selector(".reply.steered svg.bars", timeout=120_000)
+    plain = page.inner_text(".reply.plain .msg.assistant")
+    steered = page.inner_text(".reply.steered .msg.assistant")
+    assert plain and steered and plain != steered
+    msgs = [{"role": "user", "content": PROMPT}]
+    start = len(render_chat(real_model, msgs).tokens) - 1
+    with vecs["calm"].apply(real_model, 0.2, from_pos=start):
+        assert steered == chat_reply(real_model, msgs, max_new_tokens=N)
+    code = page.inner_text("#python")
+    assert 'vecs["calm"].apply(model, strength=0.2, from_pos=start)' in code
+    assert "blissful" not in code.split("with ")[-1]  # a slider at 0 does not steer
+
+
+@pytest.mark.real
+def test_studio_page_too_long_prompt_shows_an_error(page, real_model):
+    page.fill("#message", "word " * (real_model.cfg.n_ctx + 100))
+    page.click("#send")
+    err = page.locator("#error")
+    err.wait_for(state="visible", timeout=30_000)
+    assert "context" in err.inner_text()
+    assert page.locator(".turn").count() == 0
+
+
+@pytest.mark.real
+def test_studio_page_stop_ends_the_steered_reply_and_leaves_no_hook(page, served):
+    base, studio = served
+    page.fill("#max-tokens", "300")
+    page.locator(".slider input[data-concept='calm']").fill("0.2")
+    page.fill("#message", PROMPT)
+    page.click("#steer")
+    page.wait_for_function(
+        "() => (document.querySelector('.reply.plain .streaming') || {}).textContent",
+        timeout=60_000,
+    )
+    page.click("#stop")
+    t0 = time.monotonic()
+    page.locator("#error").wait_for(state="visible", timeout=10_000)
+    assert "stopped" in page.inner_text("#error") and page.locator(".turn").count() == 0
+    assert _idle(base, timeout=30)["hooks"] == 0
+    assert time.monotonic() - t0 < 20, "the reply ran on after the page stopped it"
+    assert all(not h.fwd_hooks for h in studio.model.hook_dict.values())
+
+
+@pytest.mark.real
+def test_studio_busy_model_answers_409_and_the_page_says_so(page, served):
+    base, _ = served
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_new_tokens": 40}
+    first = _post(base, body)
+    assert first.status == 200
+    first.readline(), first.readline()  # streaming now
+    second = _post(base, body)
+    assert second.status == 409 and "busy" in json.loads(second.read())["error"]
+    page.fill("#message", "hello")
+    page.click("#send")
+    page.locator("#error").wait_for(state="visible", timeout=30_000)
+    assert "busy" in page.inner_text("#error")
+    rest = [json.loads(x) for x in first.read().decode().splitlines() if x.strip()]
+    assert rest[-1]["event"] == "end"
+    _idle(base)
+    assert _post(base, {**body, "max_new_tokens": 2}).status == 200
+
+
+# ---------------------------------------------------------------- the command
+def test_studio_warns_when_listening_beyond_this_machine(caplog):
+    from emosae.studio.server import warn_if_exposed
+
+    with caplog.at_level(logging.WARNING, logger="emosae"):
+        assert warn_if_exposed("127.0.0.1") is False
+        assert not caplog.records
+        assert warn_if_exposed("0.0.0.0") is True
+    assert "0.0.0.0" in caplog.text and "127.0.0.1" in caplog.text
+
+
+@pytest.mark.real
+def test_studio_command_listens_on_127_0_0_1_within_a_minute(tmp_path):
+    from emosae.cli.main import build_parser
+
+    args = build_parser()[0].parse_args(["studio"])
+    assert (args.host, args.port) == ("127.0.0.1", 8765)
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    log = (tmp_path / "studio.log").open("w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emosae.cli", "studio", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        while time.monotonic() - t0 < 60:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "studio.log").read_text()
+                time.sleep(0.25)
+        took = time.monotonic() - t0
+        assert took < 60, "not serving within a minute"
+        with pytest.raises(OSError):  # another loopback address: not listening there
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    out = (tmp_path / "studio.log").read_text()
+    assert f"http://127.0.0.1:{port}/" in out, out
+    print(f"emosae studio served after {took:.1f} s")
