@@ -86,10 +86,10 @@ def main() -> None:
     print(f"model {model.cfg.model_name}, hook {next(iter(vecs.values())).hook_name}, skip {skip}")
 
     def report(name: str, stories, reads_by_rule):
-        label = torch.tensor([concepts.index(s.emotion) for s in stories])
-        known = torch.tensor([norms[s.emotion] is not None for s in stories])
+        label = torch.tensor([concepts.index(s.concept) for s in stories])
+        known = torch.tensor([norms[s.concept] is not None for s in stories])
         pos = torch.tensor(
-            [bool(norms[s.emotion] and norms[s.emotion].valence > 5) for s in stories]
+            [bool(norms[s.concept] and norms[s.concept].valence > 5) for s in stories]
         )
         cells = []
         for r in reads_by_rule.values():

@@ -280,7 +280,7 @@ def test_export_never_overwrites_a_users_file(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "mine.gguf").read_bytes() == b"edited by hand"
     assert main(f"{st} --force".split()) == 0
     assert (tmp_path / "user.json").read_text() != "x"
-    assert json.loads((tmp_path / "user.json").read_text())["emotion"] == "calm"
+    assert json.loads((tmp_path / "user.json").read_text())["concept"] == "calm"
 
 
 def test_read_html_never_overwrites_a_users_file(tmp_path, capsys, real_model, monkeypatch):
@@ -442,7 +442,7 @@ def test_duplicate_stories_are_refused(tmp_path, capsys):
     refused(capsys, f"probes --concepts {d} --out {tmp_path / 'p'}", "duplicate story")
     assert not (tmp_path / "p").exists()
     stories = bundled().stories
-    assert len({(s.emotion, " ".join(s.text.split())) for s in stories}) == len(stories)
+    assert len({(s.concept, " ".join(s.text.split())) for s in stories}) == len(stories)
 
 
 def test_second_writer_refused_before_the_model_loads(tmp_path, capsys, no_model):

@@ -192,9 +192,9 @@ def _export(args: argparse.Namespace) -> None:
     for f in [out] if args.format == "gguf" else vector_files(out):
         folders.check_output_file(f, args.force)  # before any work
     vecs = load_directions(args.directions, kind=args.kind)
-    if args.emotion not in vecs:
-        raise EmosaeError(f"unknown emotion {args.emotion!r}; known: {', '.join(sorted(vecs))}")
-    v = vecs[args.emotion]
+    if args.concept not in vecs:
+        raise EmosaeError(f"unknown concept {args.concept!r}; known: {', '.join(sorted(vecs))}")
+    v = vecs[args.concept]
     if args.format == "gguf":
         from emosae.steering.export import export_gguf
 
@@ -229,7 +229,7 @@ def add_subcommands(
     for name, fn, hlp in (
         ("cache", _cache, "cache residual activations"),
         ("train", _train, "train SAE(s) from a cache"),
-        ("probes", _probes, "fit and validate emotion vectors"),
+        ("probes", _probes, "fit and validate concept vectors"),
     ):
         sub.add_parser(name, help=hlp, add_help=False)
         handlers[name] = fn
@@ -259,7 +259,9 @@ def add_subcommands(
 
     add_studio_parser(sub, handlers)
     e = sub.add_parser("export", help="export a steering vector (llama.cpp GGUF or safetensors)")
-    e.add_argument("--emotion", required=True)
+    e.add_argument(
+        "--concept", "--emotion", dest="concept", required=True, help="(--emotion: its old name)"
+    )
     e.add_argument("--format", default="gguf", choices=["gguf", "safetensors"])
     e.add_argument("--out", required=True, help="file (gguf) or path stem (safetensors)")
     e.add_argument("--kind", default="probe", choices=["probe", "sae"])

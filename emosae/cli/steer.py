@@ -19,8 +19,15 @@ from emosae.steering.vector import MAX_STRENGTH
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = sub.add_parser("steer", help="generate with and without an emotion steering vector")
-    s.add_argument("--emotion", required=True, nargs="+", help="emotion(s); `all` with --calibrate")
+    s = sub.add_parser("steer", help="generate with and without a concept steering vector")
+    s.add_argument(
+        "--concept",
+        "--emotion",
+        dest="concept",
+        required=True,
+        nargs="+",
+        help="concept(s); `all` with --calibrate (--emotion: its old name)",
+    )
     s.add_argument(
         "--strength",
         type=float,
@@ -47,19 +54,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def steer_command(args: argparse.Namespace) -> None:
     _check_args(args)
     vecs = load_directions(args.directions, kind=args.kind)
-    names = sorted(vecs) if args.emotion == ["all"] else args.emotion
+    names = sorted(vecs) if args.concept == ["all"] else args.concept
     unknown = [e for e in names if e not in vecs]
     if unknown:
-        raise EmosaeError(f"unknown emotion {unknown[0]!r}; known: {', '.join(sorted(vecs))}")
+        raise EmosaeError(f"unknown concept {unknown[0]!r}; known: {', '.join(sorted(vecs))}")
     if args.calibrate:
         return _calibrate(args, [vecs[e] for e in names])
     if len(names) != 1:
-        raise EmosaeError("side by side steering takes one --emotion (or use --calibrate)")
+        raise EmosaeError("side by side steering takes one --concept (or use --calibrate)")
     v = vecs[names[0]]
     if args.strength is None and v.default_strength is None:
         raise EmosaeError(
-            f"{v.emotion} has no calibrated strength here; pass --strength or run "
-            f"`emosae steer --calibrate --emotion {v.emotion} --save`"
+            f"{v.concept} has no calibrated strength here; pass --strength or run "
+            f"`emosae steer --calibrate --concept {v.concept} --save`"
         )
     strength = args.strength if args.strength is not None else v.default_strength
     d = v.default_strength
@@ -67,7 +74,7 @@ def steer_command(args: argparse.Namespace) -> None:
         logger.warning(
             "--strength %g is over ten times %s's calibrated %+g: expect broken replies",
             strength,
-            v.emotion,
+            v.concept,
             d,
         )
     model = load_model(args.model)
@@ -80,7 +87,7 @@ def steer_command(args: argparse.Namespace) -> None:
     right = textwrap.wrap(steered, w) or [""]
     how = "calibrated" if args.strength is None else "relative"
     print(f"prompt: {args.prompt}\nvector: {v!r} strength {strength:+g} ({how})\n")
-    print(f"{'unsteered':<{w}} | {v.emotion} {strength:+g}")
+    print(f"{'unsteered':<{w}} | {v.concept} {strength:+g}")
     print("-" * w + "-+-" + "-" * w)
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ""
@@ -180,12 +187,12 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
 
 
 def _layer_sweep(args: argparse.Namespace, cfg: Any, model: Any) -> None:
-    """Calibrate each emotion's probe vector at each of `--layers`; one row per layer: the
+    """Calibrate each concept's probe vector at each of `--layers`; one row per layer: the
     recommended strength and, there, the effect (own readout, a z-score against neutral
     prompts at that layer, so comparable across layers; valence shift) and coherence."""
     from emosae.experiments.calibration import calibrate
 
-    for emo in args.emotion:
+    for emo in args.concept:
         print(f"\n{emo}: layer sweep (budget: perplexity ratio <= {cfg.budget:g})")
         print(f"{'layer':>5} {'rec.':>6} {'readout':>8} {'ppl x':>6}  valence +r - -r [95% CI]")
         for layer in args.layers:

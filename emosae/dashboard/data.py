@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emosae.core import compat, io
 from emosae.core.errors import EmosaeError
 from emosae.features.contexts import cache_batches, row_window, top_k_rows
-from emosae.features.labels import logit_lens
+from emosae.features.labels import load_labels, logit_lens
 
 LOG_LO, LOG_HI = -6.0, 4.0
 """Range of the log10 activation histogram; activations outside go to the end bins."""
@@ -71,8 +72,8 @@ class FeatureData:
     index: int
     label: str | None = None
     kind: str = "unlabelled"
-    """emotion, cluster, ambiguous (labels.json) or unlabelled."""
-    emotions: list[str] = field(default_factory=list)
+    """concept, cluster, ambiguous (labels.json) or unlabelled."""
+    concepts: list[str] = field(default_factory=list)
     """The concepts whose thresholds the feature passes (labels.json)."""
     n_tokens: int = 0
     n_fired: int = 0
@@ -268,7 +269,7 @@ class Inputs(NamedTuple):
     labels: dict[str, Any]
     scores: dict[str, Tensor]
     concepts: list[str]
-    """Names of the scores' rows (labels.json's concepts, else the probes' emotions)."""
+    """Names of the scores' rows (labels.json's concepts, else the probes')."""
     probe_vecs: Tensor | None
     """[E, D] difference-of-means vectors at the SAE's layer (None: no probe folder)."""
     probe_names: list[str]
@@ -282,7 +283,7 @@ class Inputs(NamedTuple):
 def load_inputs(sae_files: Any, label_files: Any, probe_files: Any, cache_files: Any) -> Inputs:
     """Load an SAE folder, its label folder, a probe folder (optional: without it the
     pages have no cosines) and the activation cache, all verified."""
-    from emosae.core import folders, io
+    from emosae.core import folders
     from emosae.features.labelling import sae_hook
     from emosae.lm.hooks import hook_layer
     from emosae.probes.vectors import load_vectors
@@ -291,11 +292,11 @@ def load_inputs(sae_files: Any, label_files: Any, probe_files: Any, cache_files:
 
     sae, hook = load_sae(sae_files.dir), sae_hook(sae_files)
     folders.verify(label_files.dir)
-    labels, scores = io.read_json(label_files.labels), io.load_tensors(label_files.scores)
+    labels, scores = load_labels(label_files.labels), io.load_tensors(label_files.scores)
     vecs, names = None, []
     if probe_files.vectors_meta.exists():
         t, meta = load_vectors(probe_files)
-        names = list(meta["emotions"])
+        names = list(compat.key(meta, "concepts", "emotions"))
         vecs = t.get(f"diffmean.L{hook_layer(hook)}")
     concepts = labels.get("concepts") or names
     for k in ("train_auroc", "heldout_auroc"):
@@ -359,7 +360,7 @@ def collect(inp: Inputs, feats: list[int], model: Any, cfg: DashboardConfig) -> 
                 index=f,
                 label=info.get("label"),
                 kind=info.get("kind", "unlabelled"),
-                emotions=list(info.get("emotions", [])),
+                concepts=list(info.get("concepts", [])),
                 n_tokens=s.n_rows,
                 n_fired=int(s.fired_F[j]),
                 max_activation=mx,

@@ -187,7 +187,7 @@ def feature_page(fd: FeatureData, meta: PageMeta, files: DashboardFiles) -> str:
         f"{_contexts(fd)}"
         f"<div class=grid><div><h2>Probe vectors (cosine with the decoder row)</h2>"
         f"{cosine_table(fd)}</div>"
-        f"<div><h2>AUROC per concept</h2>{auroc_table(fd, set(fd.emotions))}</div></div>"
+        f"<div><h2>AUROC per concept</h2>{auroc_table(fd, set(fd.concepts))}</div></div>"
         "</body></html>"
     )
 
@@ -212,7 +212,7 @@ def index_page(fds: list[FeatureData], meta: PageMeta, files: DashboardFiles) ->
         rows = []
         for fd in sorted(groups[g], key=lambda fd: -_best(fd)["heldout"]):
             best = _best(fd)
-            text = " ".join([str(fd.index), g, fd.kind, *fd.emotions, *fd.logit_top[:5]]).lower()
+            text = " ".join([str(fd.index), g, fd.kind, *fd.concepts, *fd.logit_top[:5]]).lower()
             rows.append(
                 f"<tr data-text='{html.escape(text)}'><td><a href='{files.feature(fd.index).name}'>"
                 f"{fd.index}</a></td><td>{html.escape(fd.kind)}</td>"

@@ -32,6 +32,7 @@ from typing import Any
 from emosae import data
 from emosae.core.errors import EmosaeError
 from emosae.data.checks import forbidden_hits
+from emosae.data.io import read_json, read_jsonl
 
 MIN_TOPICS = 4
 """Distinct topics a concept's stories must cover (>= 1 held-out, >= 2 for training)."""
@@ -99,7 +100,7 @@ class ConceptSet:
 
 def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The JSON-object records of a jsonl file (the keys are checked by the callers)."""
-    return list(data._read_jsonl(path, ()))
+    return list(read_jsonl(path, ()))
 
 
 def _text(path: Path, ln: int, rec: dict[str, Any], key: str, optional: bool = False) -> Any:
@@ -192,7 +193,7 @@ def default_heldout(topics: list[str]) -> tuple[str, ...]:
 def _read_split(path: Path, topics: set[str]) -> tuple[str, ...] | None:
     if not path.exists():
         return None
-    d = data._read_json(path)
+    d = read_json(path)
     held = d.get("heldout_topics") if isinstance(d, dict) else None
     if not isinstance(held, list) or not held or not all(isinstance(t, str) for t in held):
         raise EmosaeError(f'{path}:1: expected {{"heldout_topics": ["topic", ...]}}')
@@ -206,7 +207,7 @@ def check_coverage(cs: ConceptSet, where: Path, line_of: dict[str, int]) -> None
     """Every concept: stories on >= MIN_TOPICS topics, >= 1 held-out and >= 2 training."""
     topics: dict[str, set[str]] = defaultdict(set)
     for s in cs.stories:
-        topics[s.emotion].add(s.topic)
+        topics[s.concept].add(s.topic)
     held = set(cs.heldout_topics)
     for c in cs.concepts:
         t = topics[c.name]

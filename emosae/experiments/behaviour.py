@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from emosae import data
 from emosae.core.errors import EmosaeError
-from emosae.data import text_norms
+from emosae.experiments import inputs
+from emosae.experiments.measures import text_norms
 from emosae.lm.chat import chat_reply, render_chat
 from emosae.lm.chat import reply_perplexity as perplexity
 from emosae.lm.readout import ab_logit_tokens, ab_logodds
@@ -48,7 +49,7 @@ class ExperimentConfig:
     steer_strength: float = 0.1
     """Relative strength for preference and pressure steering."""
     gen_prompts: int = 3
-    gen_emotions: tuple[str, ...] = ("happy", "sad", "calm", "afraid")
+    gen_emotions: tuple[str, ...] = inputs.STEERED_EMOTIONS
     gen_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
     gen_tokens: int = 32
     pressure_strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
@@ -71,8 +72,8 @@ EXPERIMENTS = ("scenarios", "intensity", "preferences", "generation", "pressure"
 def needs(name: str, cfg: ExperimentConfig) -> tuple[tuple[str, ...], int]:
     """The concepts an experiment reads or steers, and how many of them it needs."""
     return {
-        "scenarios": (tuple(sorted({s.emotion for s in data.load_scenarios()})), 2),
-        "intensity": (tuple(sorted({e for t in data.load_intensity() for e in t.expect})), 1),
+        "scenarios": (tuple(sorted({s.concept for s in inputs.load_scenarios()})), 2),
+        "intensity": (tuple(sorted({e for t in inputs.load_intensity() for e in t.expect})), 1),
         "preferences": (("blissful", "hostile"), 1),
         "generation": (tuple(cfg.gen_emotions), 1),
         "pressure": (("desperate", "calm"), 1),
@@ -90,37 +91,37 @@ def why_skipped(name: str, cfg: ExperimentConfig, concepts: list[str]) -> str | 
 
 
 def scenarios(ro: Readout) -> dict[str, Any]:
-    sc = [s for s in data.load_scenarios() if s.emotion in ro.emotions]
+    sc = [s for s in inputs.load_scenarios() if s.concept in ro.concepts]
     proj = ro.at_reply([s.prompt for s in sc])
     z = (proj - proj.mean(0)) / proj.std(0).clamp_min(1e-8)  # compare emotions across prompts
     ranks = []
     for i, s in enumerate(sc):
         order = z[i].argsort(descending=True).tolist()
-        ranks.append(order.index(ro.emotions.index(s.emotion)) + 1)
+        ranks.append(order.index(ro.concepts.index(s.concept)) + 1)
     ranks_a = np.array(ranks)
     return {
         "n": len(sc),
         "top1": float((ranks_a == 1).mean()),
         "top3": float((ranks_a <= 3).mean()),
-        "chance_top1": 1 / len(ro.emotions),
+        "chance_top1": 1 / len(ro.concepts),
         "mean_rank": float(ranks_a.mean()),
         "prompts": [s.prompt for s in sc],
-        "targets": [s.emotion for s in sc],
+        "targets": [s.concept for s in sc],
         "matrix_z": z.tolist(),
     }
 
 
 def intensity(ro: Readout) -> dict[str, Any]:
     out = {}
-    for t in data.load_intensity():
+    for t in inputs.load_intensity():
         proj = ro.at_reply([t.render(x) for x in t.values]).numpy()
         rho = {
             e: float(stats.spearmanr(t.values, proj[:, i]).statistic)
-            for i, e in enumerate(ro.emotions)
+            for i, e in enumerate(ro.concepts)
         }
         slope = {
             e: float(np.polyfit(np.log1p(t.values), proj[:, i], 1)[0])
-            for i, e in enumerate(ro.emotions)
+            for i, e in enumerate(ro.concepts)
         }
         out[t.id] = {
             "values": list(t.values),
@@ -132,9 +133,9 @@ def intensity(ro: Readout) -> dict[str, Any]:
             "top_rising": max(slope, key=slope.get),
             "top_falling": min(slope, key=slope.get),
             "curves": {
-                e: proj[:, ro.emotions.index(e)].tolist()
-                for e in sorted(set(t.expect) | {"afraid", "calm", "happy", "sad"})
-                if e in ro.emotions
+                e: proj[:, ro.concepts.index(e)].tolist()
+                for e in sorted(set(t.expect) | set(inputs.STEERED_EMOTIONS))
+                if e in ro.concepts
             },
         }
     return out
@@ -166,7 +167,7 @@ PREF_PROMPT = "Would you prefer to (A) {a} or (B) {b}? Answer with A or B."
 def preferences(
     ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
 ) -> dict[str, Any]:
-    acts = data.load_activities()
+    acts = inputs.load_activities()
     n = len(acts)
     rng = random.Random(cfg.seed)
     all_pairs = [(a, b) for a, b in itertools.permutations(range(n), 2)]
@@ -184,9 +185,9 @@ def preferences(
     elo = fit_elo(n, pairs, p)
     paper = np.array([a.elo_paper for a in acts])
     proj = ro.at_reply([f"How would you feel about {a.activity}?" for a in acts]).numpy()
-    corr = {e: float(stats.pearsonr(proj[:, i], elo).statistic) for i, e in enumerate(ro.emotions)}
+    corr = {e: float(stats.pearsonr(proj[:, i], elo).statistic) for i, e in enumerate(ro.concepts)}
     corr_paper = {
-        e: float(stats.pearsonr(proj[:, i], paper).statistic) for i, e in enumerate(ro.emotions)
+        e: float(stats.pearsonr(proj[:, i], paper).statistic) for i, e in enumerate(ro.concepts)
     }
     res: dict[str, Any] = {
         "n_pairs": len(pairs),
@@ -245,7 +246,7 @@ def _generate(
         v, a, nw = text_norms(text)
         rows.append(
             {
-                "emotion": emo,
+                "concept": emo,
                 "strength": s,
                 "prompt": p,
                 "text": text,
@@ -272,13 +273,13 @@ def generation(
     # Probe readout of the generated texts (as user-visible text, read at the reply start)
     proj = ro.at_reply([r["text"] or "." for r in rows])
     for r, pr in zip(rows, proj, strict=True):
-        r["readout"] = float(pr[ro.emotions.index(r["emotion"])])
+        r["readout"] = float(pr[ro.concepts.index(r["concept"])])
     curves: dict[str, Any] = {}
-    for emo in dict.fromkeys(r["emotion"] for r in rows):  # in gen_emotions order
+    for emo in dict.fromkeys(r["concept"] for r in rows):  # in gen_emotions order
         curves[emo] = {
             key: [
                 float(
-                    np.nanmean([r[key] for r in rows if r["emotion"] == emo and r["strength"] == s])
+                    np.nanmean([r[key] for r in rows if r["concept"] == emo and r["strength"] == s])
                 )
                 for s in cfg.gen_strengths
             ]
@@ -327,7 +328,7 @@ def _calibrated(
 def pressure(
     ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
 ) -> dict[str, Any]:
-    items = data.load_pressure()[: cfg.pressure_items]
+    items = inputs.load_pressure()[: cfg.pressure_items]
     seqs = [render_chat(ro.model, it.prompt).tokens for it in items]
     short_is_a = torch.tensor([it.shortcut == "A" for it in items])
     out = {}

@@ -36,6 +36,7 @@ import torch
 from emosae import data
 from emosae.core.errors import EmosaeError
 from emosae.core.stats import mean_ci
+from emosae.experiments.measures import text_norms
 from emosae.steering.vector import MAX_STRENGTH
 
 
@@ -65,7 +66,7 @@ class CalibrationConfig:
 class Calibration(NamedTuple):
     """A strength sweep of one vector (lists are per strength, ascending)."""
 
-    emotion: str
+    concept: str
     source: str
     hook: str
     strengths: list[float]
@@ -136,7 +137,7 @@ def calibrate(
         rows[s] = {
             "replies": replies,
             "readout": float(_reply_readout(model, basis, replies).mean()),
-            "valence": [data.text_norms(r)[0] for r in replies],
+            "valence": [text_norms(r)[0] for r in replies],
             "ppl": _nan(
                 np.nanmedian,
                 [reply_perplexity(model, p, r) for p, r in zip(prompts, replies, strict=True)],
@@ -148,7 +149,7 @@ def calibrate(
     rec = recommend(strengths, ratio, cfg.budget)
     per_prompt = [rows[s]["valence"] for s in strengths]
     return Calibration(
-        emotion=vec.emotion,
+        concept=vec.concept,
         source=vec.source,
         hook=hook,
         strengths=strengths,
@@ -209,7 +210,7 @@ def save_calibrations(
     old = io.read_json(f.calibration) if merge and f.calibration.exists() else {}
     folders.claim(f.dir, "calibrate")
     new = {
-        k: {**old.get(k, {}), **{c.emotion: c.to_json() for c in cals}}
+        k: {**old.get(k, {}), **{c.concept: c.to_json() for c in cals}}
         for k, cals in by_kind.items()
     }
     io.write_json(f.calibration, {**old, **new, "config": asdict(cfg)})

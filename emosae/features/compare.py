@@ -20,6 +20,7 @@ from torch import Tensor
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import CompareFiles, LabelFiles, ProbeFiles, SAEFiles
+from emosae.features.labels import load_labels
 from emosae.lm.hooks import hook_layer
 from emosae.probes.fit import ProbeConfig, emotion_center, fit_logistic, topk_accuracy
 
@@ -81,7 +82,7 @@ def feature_classifier_accuracy(
 def _labelled_by_emotion(labels: dict[str, Any], emotions: list[str]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for f, info in labels["features"].items():
-        if info["kind"] == "emotion":
+        if info["kind"] == "concept":
             out.setdefault(emotions.index(info["label"]), []).append(int(f))
     return out
 
@@ -89,11 +90,11 @@ def _labelled_by_emotion(labels: dict[str, Any], emotions: list[str]) -> dict[in
 def _per_emotion(emotions, align, labelled, r_tok, labels, vecs, W_dec) -> list[dict[str, Any]]:
     rows = []
     for e, name in enumerate(emotions):
-        best = labels["best_per_emotion"][name]
+        best = labels["best_per_concept"][name]
         cos = torch.nn.functional.cosine_similarity(vecs[e], W_dec[best["feature"]], dim=0)
         rows.append(
             {
-                "emotion": name,
+                "concept": name,
                 **{k: align[e][k] for k in ("best_cosine", "recon_k1", "recon_k4", "recon_k16")},
                 "best_aligned_features": align[e]["best_features"],
                 "labelled_features": labelled.get(e, []),
@@ -115,14 +116,14 @@ def _summary(layer: int, per_emotion: list[dict[str, Any]], acc_feat, row) -> di
         "mean_recon_k4": float(np.mean([p["recon_k4"] for p in per_emotion])),
         "mean_recon_k16": float(np.mean([p["recon_k16"] for p in per_emotion])),
         "mean_token_r": float(np.mean(token_r)) if token_r else None,
-        "emotions_with_labelled_feature": sum(bool(p["labelled_features"]) for p in per_emotion),
+        "concepts_with_labelled_feature": sum(bool(p["labelled_features"]) for p in per_emotion),
         "labelled_feature_accuracy": acc_feat,
         "probe_accuracy": {
             "diffmean_top1": row["diffmean_top1"],
             "logistic_top1": row["logistic_top1"],
         },
-        "split_emotions": [p["emotion"] for p in per_emotion if len(p["labelled_features"]) > 1],
-        "missed_emotions": [p["emotion"] for p in per_emotion if not p["labelled_features"]],
+        "split_concepts": [p["concept"] for p in per_emotion if len(p["labelled_features"]) > 1],
+        "missed_concepts": [p["concept"] for p in per_emotion if not p["labelled_features"]],
     }
 
 
@@ -139,7 +140,7 @@ def compare_features(
     t_vec, vmeta = load_vectors(probes)
     results = io.read_json(probes.results)
     folders.verify(label_files.dir)
-    labels = io.read_json(label_files.labels)
+    labels = load_labels(label_files.labels)
     scores = io.load_tensors(label_files.scores)
     sae = load_sae(sae_files.dir)
     W_dec = sae.W_dec.detach().float()
@@ -172,7 +173,7 @@ def compare_features(
     row = next(r for r in results["per_layer"] if r["layer"] == layer)
     res = {
         "summary": _summary(layer, per_emotion, acc_feat, row),
-        "per_emotion": per_emotion,
+        "per_concept": per_emotion,
         "mean_resid_norm": vmeta["mean_resid_norm"][str(layer)],
     }
     io.write_json(out.compare, io.round_floats(res))

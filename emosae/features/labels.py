@@ -22,12 +22,15 @@ Shape letters: S stories, F features, E emotions, T tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 from torch import Tensor
+
+from emosae.core import io
 
 
 @dataclass(frozen=True)
@@ -182,14 +185,14 @@ def assign_labels(
         es = [int(e) for e in np.nonzero(passes[:, f])[0]]
         best_e = max(es, key=lambda e: scores["heldout_auroc"][e, f])
         cl = sorted({clusters[e] for e in es})
-        kind = "emotion" if len(es) == 1 else ("cluster" if len(cl) == 1 else "ambiguous")
+        kind = "concept" if len(es) == 1 else ("cluster" if len(cl) == 1 else "ambiguous")
         features[int(f)] = {
             "feature": int(f),
             "kind": kind,
             "label": emotions[best_e]
-            if kind == "emotion"
+            if kind == "concept"
             else (cl[0] if kind == "cluster" else "+".join(emotions[e] for e in es)),
-            "emotions": [emotions[e] for e in es],
+            "concepts": [emotions[e] for e in es],
             "cluster": cl[0] if len(cl) == 1 else None,
             **{k: float(scores[k][best_e, f]) for k in scores},
         }
@@ -203,7 +206,7 @@ def assign_labels(
         }
     n_f = scores["train_auroc"].shape[1]
     counts = {
-        "emotion": sum(v["kind"] == "emotion" for v in features.values()),
+        "concept": sum(v["kind"] == "concept" for v in features.values()),
         "cluster": sum(v["kind"] == "cluster" for v in features.values()),
         "ambiguous": sum(v["kind"] == "ambiguous" for v in features.values()),
     }
@@ -215,12 +218,38 @@ def assign_labels(
             "train_auroc": cfg.min_train_auroc,
         },
         "counts": counts,
-        "emotions_with_label": sorted(
-            {e for v in features.values() if v["kind"] == "emotion" for e in v["emotions"]}
+        "concepts_with_label": sorted(
+            {e for v in features.values() if v["kind"] == "concept" for e in v["concepts"]}
         ),
         "features": features,
-        "best_per_emotion": best,
+        "best_per_concept": best,
     }
+
+
+_RENAMED = {"best_per_emotion": "best_per_concept", "emotions_with_label": "concepts_with_label"}
+
+
+def upgrade_labels(labels: dict[str, Any]) -> dict[str, Any]:
+    """labels.json as this emosae writes it, from a file of any version: emosae 0.1
+    said "emotion" for a single-concept label (kind, counts, per-feature list, best
+    feature per concept). Returns a new dict; the file is not touched."""
+    out = {_RENAMED.get(k, k): v for k, v in labels.items()}
+    if isinstance(out.get("counts"), dict):
+        out["counts"] = {("concept" if k == "emotion" else k): v for k, v in out["counts"].items()}
+    feats = {}
+    for f, info in (out.get("features") or {}).items():
+        info = {("concepts" if k == "emotions" else k): v for k, v in info.items()}
+        if info.get("kind") == "emotion":
+            info["kind"] = "concept"
+        feats[f] = info
+    if "features" in out:
+        out["features"] = feats
+    return out
+
+
+def load_labels(path: str | Path) -> dict[str, Any]:
+    """A labels.json (any emosae version), upgraded to this version's keys."""
+    return upgrade_labels(io.read_json(path))
 
 
 @torch.no_grad()

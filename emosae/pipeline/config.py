@@ -12,6 +12,7 @@ from emosae.core.errors import EmosaeError
 from emosae.core.tracking import WandbConfig
 from emosae.experiments.behaviour import ExperimentConfig
 from emosae.experiments.calibration import CalibrationConfig
+from emosae.experiments.inputs import STEERED_EMOTIONS
 from emosae.features.labels import LabelConfig
 from emosae.probes.reading import ReadConfig
 from emosae.probes.vectors import VectorsConfig
@@ -26,7 +27,7 @@ Preset = Literal["smoke", "default", "ship", "full"]
 class CalibrateConfig:
     """Which steering vectors the run calibrates (experiments then use their strengths)."""
 
-    emotions: tuple[str, ...] = ("happy", "sad", "calm", "afraid")
+    emotions: tuple[str, ...] = STEERED_EMOTIONS
     kinds: tuple[Literal["probe", "sae"], ...] = ("probe", "sae")
     sweep: CalibrationConfig = field(default_factory=CalibrationConfig)
 

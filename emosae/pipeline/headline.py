@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emosae.core.layout import RunLayout
+from emosae.features.labels import upgrade_labels
 
 PAPER = {
     "pc1_valence_r": "0.81",
@@ -140,17 +141,17 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         lambda L: L.labels.labels,
-        "SAE features labelled emotion / cluster / ambiguous",
+        "SAE features labelled concept / cluster / ambiguous",
         "no SAE",
         lambda a: (
-            f"{a['counts']['emotion']} / {a['counts']['cluster']} / {a['counts']['ambiguous']} (of {a['d_sae']})"
+            f"{a['counts']['concept']} / {a['counts']['cluster']} / {a['counts']['ambiguous']} (of {a['d_sae']})"
         ),
     ),
     Row(
         lambda L: L.labels.labels,
-        lambda a: f"concepts with a labelled feature (of {len(a['best_per_emotion'])})",
+        lambda a: f"concepts with a labelled feature (of {len(a['best_per_concept'])})",
         "no SAE",
-        lambda a: str(len(a["emotions_with_label"])),
+        lambda a: str(len(a["concepts_with_label"])),
     ),
     Row(
         lambda L: L.labels.labels,
@@ -289,6 +290,8 @@ def headline_rows(layout: RunLayout | str | Path) -> list[dict[str, str]]:
         path = spec.source(layout)
         if path not in cache:
             cache[path] = json.loads(path.read_text()) if path.exists() else None
+            if cache[path] and path == layout.labels.labels:
+                cache[path] = upgrade_labels(cache[path])  # a run labelled by emosae 0.1
         art = cache[path]
         if not art or "skipped" in art or not spec.when(art):
             continue

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from emosae import data
+from emosae.core import compat
 from emosae.core.layout import RunLayout
 
 
@@ -66,7 +67,7 @@ def emotion_pca(L: RunLayout) -> Any:
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ap = g["arousal_pc"] - 1
-    for i, e in enumerate(pr["emotions"]):
+    for i, e in enumerate(compat.key(pr, "concepts", "emotions")):
         c = cmap(cls.index(cl[i]))
         ax.scatter(sc[i, 0], sc[i, ap], color=c, s=18)
         ax.annotate(e, (sc[i, 0], sc[i, ap]), fontsize=6, color=c)
@@ -83,7 +84,7 @@ def cosine_heatmap(L: RunLayout) -> Any:
     pr = _load(L.probes.results)
     if not pr:
         return None
-    emos = pr["emotions"]
+    emos = compat.key(pr, "concepts", "emotions")
     cl, cls = _groups(pr)
     cos = np.array(pr["cosine_best_layer"])
     order = np.argsort([cls.index(c) for c in cl], kind="stable")
@@ -100,12 +101,12 @@ def probe_vs_sae(L: RunLayout) -> Any:
     cmp_ = _load(L.compare.compare)
     if not cmp_:
         return None
-    pe = cmp_["per_emotion"]
+    pe = compat.key(cmp_, "per_concept", "per_emotion")
     fig, ax = _plt().subplots(figsize=(9, 3.6))
     x = np.arange(len(pe))
     ax.bar(x - 0.2, [abs(p["best_cosine"]) for p in pe], 0.4, label="best |cos| with a decoder row")
     ax.bar(x + 0.2, [p["recon_k16"] for p in pe], 0.4, label="norm reconstructed by top-16 rows")
-    ax.set_xticks(x, [p["emotion"] for p in pe], rotation=90, fontsize=6)
+    ax.set_xticks(x, [compat.key(p, "concept", "emotion") for p in pe], rotation=90, fontsize=6)
     ax.legend(fontsize=7)
     ax.set_title("Probe vectors vs SAE decoder directions")
     return fig
@@ -120,7 +121,8 @@ def scenarios(L: RunLayout) -> Any:
     im = ax.imshow(z, aspect="auto", cmap="RdBu_r", vmin=-3, vmax=3)
     labels = [f"{t}: {p[:30]}" for t, p in zip(sc["targets"], sc["prompts"], strict=True)]
     ax.set_yticks(range(len(z)), labels, fontsize=4)
-    ax.set_xticks(range(len(pr["emotions"])), pr["emotions"], rotation=90, fontsize=5)
+    names = compat.key(pr, "concepts", "emotions")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
     fig.colorbar(im, ax=ax)
     ax.set_title("Scenario x emotion readout (z-scored per emotion)")
     return fig

@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from emosae.core import folders, io
+from emosae.core import compat, folders, io
 from emosae.core.layout import RunLayout
 from emosae.core.tracking import WandbConfig, finish, init_wandb
+from emosae.features.labels import load_labels
 from emosae.pipeline.headline import headline_rows
 from emosae.pipeline.plots import PLOTS, draw_all
 
@@ -68,7 +69,7 @@ def _page(
     )
     best = "".join(
         f"<tr><td>{html.escape(e)}</td><td>{b['feature']}</td><td>{b['train_auroc']:.2f}</td><td>{b['heldout_auroc']:.2f}</td><td>{'yes' if b['passes'] else 'no'}</td></tr>"
-        for e, b in (lab["best_per_emotion"].items() if lab else [])
+        for e, b in (lab["best_per_concept"].items() if lab else [])
     )
     plots = "".join(f'<h3>{p.stem.replace("_", " ")}</h3><img src="{p.name}">' for p in figs)
     dash = os.path.relpath(L.dashboard.index, L.report.dir)
@@ -96,7 +97,7 @@ def write_report(L: RunLayout, wandb_cfg: WandbConfig | None = None) -> list[Pat
     figs = draw_all(L)
     rows = headline_rows(L)
     io.write_json(L.report.headline, rows)
-    lab = io.read_json(L.labels.labels) if L.labels.labels.exists() else None
+    lab = load_labels(L.labels.labels) if L.labels.labels.exists() else None
     pages = _trace_pages(L)
     io.write_text(L.report.index, _page(L, rows, figs, lab, pages))
     folders.seal(L.report.dir, "report")
@@ -165,7 +166,7 @@ def _vector_table(wandb: Any, pr: dict[str, Any]) -> Any:
 
     g, groups = pr["geometry_best_layer"], _groups(pr)[0]
     t = wandb.Table(columns=["concept", "group", "pc1", "pc_arousal"])
-    for i, e in enumerate(pr["emotions"]):
+    for i, e in enumerate(compat.key(pr, "concepts", "emotions")):
         sc = g["pc_scores"][i] if g else [None, None, None]
         t.add_data(e, groups[i], sc[0], sc[g["arousal_pc"] - 1] if g else None)
     return t

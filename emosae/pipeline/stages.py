@@ -131,7 +131,7 @@ def _experiments(ctx: StageContext) -> None:
     for name, fn in runs.items():
         if name in cfg.skip:
             continue
-        why = bh.why_skipped(name, cfg, ro.emotions)
+        why = bh.why_skipped(name, cfg, ro.concepts)
         logger.info("  experiment %s%s", name, f" skipped: {why}" if why else "")
         # rounded: np.polyfit (LAPACK) varies in the last bits from one process to the
         # next, and a rerun must reproduce the file's hash

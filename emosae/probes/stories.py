@@ -50,7 +50,7 @@ def labels_meta(cs: ConceptSet, stories: list[data.Story]) -> dict[str, Any]:
         "valence": cs.norms()[0],
         "arousal": cs.norms()[1],
         "story_ids": [s.id for s in stories],
-        "story_concept": [idx[s.emotion] for s in stories],
+        "story_concept": [idx[s.concept] for s in stories],
         "story_heldout": [cs.is_heldout(s) for s in stories],
         "heldout_topics": list(cs.heldout_topics),
     }
@@ -81,7 +81,7 @@ def subset_stories(cs: ConceptSet, max_per_concept: int) -> list[data.Story]:
     out, seen = [], {}
     for s in stories:
         h = cs.is_heldout(s)
-        k = (s.emotion, h)
+        k = (s.concept, h)
         cap = n_held if h else max_per_concept - n_held
         if seen.get(k, 0) < cap:
             seen[k] = seen.get(k, 0) + 1

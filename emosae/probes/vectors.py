@@ -6,7 +6,7 @@ results into a probe folder (file names from `emosae.core.layout.ProbeFiles`):
                           per-token activations at `token_layer` (for feature labels)
   vectors.safetensors     `diffmean.L{l}` and `logistic.L{l}` [E, D] per layer, and
                           `center.L{l}` [D]: the point the vectors are measured from
-  vectors.json            concepts (under "emotions"), groups, hooks, layers, mean
+  vectors.json            concepts (under "concepts"; 0.1: "emotions"), groups, hooks, layers, mean
                           residual norm and readout scale per layer, best layer,
                           the concept set, provenance
 
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from emosae.core import folders, io
+from emosae.core import compat, folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import ProbeFiles
 from emosae.core.provenance import code_version
@@ -284,7 +284,7 @@ def fit_vectors(cfg: VectorsConfig, files: ProbeFiles) -> dict[str, Any]:
     best = max(per_layer, key=lambda r: r["diffmean_top1"])["layer"]
     best_dm = vec_tensors[f"diffmean.L{best}"]
     results = {
-        "emotions": concepts,
+        "concepts": concepts,
         "concept_set": meta.get("concept_set", {"name": "emotions"}),
         "groups": lab.groups,
         "concept_group": [lab.groups[g] for g in lab.group_of.tolist()],
@@ -301,7 +301,7 @@ def fit_vectors(cfg: VectorsConfig, files: ProbeFiles) -> dict[str, Any]:
     }
     vmeta = {
         "model": meta["model"],
-        "emotions": concepts,
+        "concepts": concepts,
         "concept_set": results["concept_set"],
         "clusters": results["concept_group"],
         "layers": meta["layers"],
@@ -335,7 +335,11 @@ def load_vectors(files: ProbeFiles) -> tuple[dict[str, torch.Tensor], dict[str, 
     folders.verify(files.dir, [files.vectors.name, files.vectors_meta.name])
     meta, t = io.read_json(files.vectors_meta), io.load_tensors(files.vectors)
     try:
-        n_e, layers, norms = len(meta["emotions"]), meta["layers"], meta["mean_resid_norm"]
+        n_e, layers, norms = (
+            len(compat.key(meta, "concepts", "emotions")),
+            meta["layers"],
+            meta["mean_resid_norm"],
+        )
     except (KeyError, TypeError):
         raise EmosaeError(
             f"{files.vectors_meta} lacks emotions, layers or mean_resid_norm"

@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from emosae.core import compat
 from emosae.core.errors import EmosaeError
 from emosae.lm.chat import Message, check_fits_context, check_text, render_chat
 from emosae.lm.hooks import stop_layer
@@ -68,17 +69,17 @@ class Basis:
         ref = vecs[0].readout
         if ref is None:
             raise EmosaeError(
-                f"{vecs[0].emotion} ({vecs[0].source}) carries no readout centre; load "
+                f"{vecs[0].concept} ({vecs[0].source}) carries no readout centre; load "
                 "directions from a probe folder made by emosae >= 0.2 (emosae.load_directions)"
             )
         for v in vecs[1:]:
             r = v.readout
             if r is None or not torch.equal(r.center, ref.center) or r.scale != ref.scale:
-                raise EmosaeError(f"{v.emotion} was not fitted against the same centre")
+                raise EmosaeError(f"{v.concept} was not fitted against the same centre")
         chat = ref.chat_center if ref.chat_center is not None else ref.center
         return cls(
             vecs[0].hook_name,
-            [v.emotion for v in vecs],
+            [v.concept for v in vecs],
             torch.stack([v.direction / v.direction.norm().clamp_min(1e-12) for v in vecs]),
             ref.center,
             float(ref.scale),
@@ -96,7 +97,7 @@ class Basis:
         d = vec.direction
         zero = torch.zeros_like(d)
         unit = (d / d.norm().clamp_min(1e-12))[None]
-        return cls(vec.hook_name, [vec.emotion], unit, zero, 1.0, 0, zero, torch.ones(1))
+        return cls(vec.hook_name, [vec.concept], unit, zero, 1.0, 0, zero, torch.ones(1))
 
     def score(self, acts: Float[Tensor, "T D"], chat: bool = False) -> Float[Tensor, "T C"]:
         """Readings of activations taken from plain text (`chat` False) or from a
@@ -232,7 +233,13 @@ class Readout:
     basis: Basis
 
     @property
+    def concepts(self) -> list[str]:
+        return self.basis.concepts
+
+    @property
     def emotions(self) -> list[str]:
+        """Deprecated name of `concepts`."""
+        compat.deprecated("Readout.emotions", "Readout.concepts")
         return self.basis.concepts
 
     @classmethod

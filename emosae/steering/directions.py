@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from emosae.core import folders, io
+from emosae.core import compat, folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import (
     LabelFiles,
@@ -18,6 +18,7 @@ from emosae.core.layout import (
     user_calibration,
 )
 from emosae.core.log import logger
+from emosae.features.labels import load_labels
 from emosae.lm.hooks import hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
 from emosae.steering.vector import ReadoutRef, SteeringVector
@@ -111,7 +112,7 @@ def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, S
         e: SteeringVector.from_direction(
             t[key][i], hook, e, f"probe:{method}", meta["model"], norm
         ).with_readout(_readout_ref(t, meta, layer, i if method == "diffmean" else None))
-        for i, e in enumerate(meta["emotions"])
+        for i, e in enumerate(compat.key(meta, "concepts", "emotions"))
     }
 
 
@@ -142,7 +143,7 @@ def _sae_directions(
         raise EmosaeError(f"no feature labels in {root} (need labels.json)")
     run = RunLayout(lab.dir.parent)
     folders.verify(lab.dir, [lab.labels.name])
-    labels = io.read_json(lab.labels)
+    labels = load_labels(lab.labels)
     # a run's own SAE, else the one the labels name (an SAE labelled with `--sae`)
     sae_at = Path(sae_dir) if sae_dir else run.sae.dir
     sae = load_sae(sae_at if sae_at.exists() else labels["sae"])
@@ -155,7 +156,7 @@ def _sae_directions(
     else:  # no probes beside them: the norm the labelling measured, no readout centre
         norm, model, ref = labels["mean_resid_norm"], labels["model"], None
     out = {}
-    for e, best in labels["best_per_emotion"].items():
+    for e, best in labels["best_per_concept"].items():
         f = best["feature"]
         tag = "labelled" if best["passes"] else "best, unlabelled"
         out[e] = SteeringVector.from_direction(

@@ -1,4 +1,4 @@
-"""Steering handles: immutable emotion directions that add themselves to the residual
+"""Steering handles: immutable concept directions that add themselves to the residual
 stream through TransformerLens hooks.
 
 Strength convention (the emotions paper's): with `relative=True` (default) the added
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from emosae.core import folders, io
+from emosae.core import compat, folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import vector_files
 from emosae.core.log import logger
@@ -122,7 +122,7 @@ class ReadoutRef:
 
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
-    """An emotion direction on one or more hooks, with provenance. Immutable: every
+    """A concept direction on one or more hooks, with provenance. Immutable: every
     operation returns a new vector, and stored tensors are private copies.
 
     Loaded and freshly built vectors are unit-norm per hook; arithmetic results are
@@ -131,8 +131,9 @@ class SteeringVector:
 
     vectors: Mapping[str, Tensor]
     """hook name -> [d_model] direction added at that hook."""
-    emotion: str
-    """Emotion name, or an expression such as "(happy - sad)"."""
+    concept: str
+    """Concept name (an emotion, for the bundled set), or an expression such as
+    "(happy - sad)"."""
     source: str
     """Where it came from: "probe:diffmean", "probe:logistic", "sae:<feature id>", or an expression."""
     model: str
@@ -187,7 +188,7 @@ class SteeringVector:
         cls,
         direction: Tensor,
         hook_name: str,
-        emotion: str,
+        concept: str,
         source: str,
         model: str,
         mean_norm: float | None = None,
@@ -196,13 +197,19 @@ class SteeringVector:
         d = direction.detach().float()
         return cls(
             {hook_name: d / d.norm().clamp_min(1e-12)},
-            emotion,
+            concept,
             source,
             model,
             {hook_name: mean_norm} if mean_norm is not None else {},
         )
 
     # ---------------------------------------------------------------- accessors
+    @property
+    def emotion(self) -> str:
+        """Deprecated name of `concept`."""
+        compat.deprecated("SteeringVector.emotion", "SteeringVector.concept")
+        return self.concept
+
     @property
     def hook_name(self) -> str:
         if len(self.vectors) != 1:
@@ -232,7 +239,7 @@ class SteeringVector:
         norms = {**other.mean_norms, **self.mean_norms}
         return SteeringVector(
             vecs,
-            f"({self.emotion} {op} {other.emotion})",
+            f"({self.concept} {op} {other.concept})",
             f"({self.source} {op} {other.source})",
             self.model,
             norms,
@@ -249,7 +256,7 @@ class SteeringVector:
             return NotImplemented
         return SteeringVector(
             {h: c * v for h, v in self.vectors.items()},
-            f"{c:g}*{self.emotion}",
+            f"{c:g}*{self.concept}",
             self.source,
             self.model,
             self.mean_norms,
@@ -262,7 +269,7 @@ class SteeringVector:
 
     def __repr__(self) -> str:
         hooks = ", ".join(self.vectors)
-        return f"SteeringVector({self.emotion!r}, source={self.source!r}, hooks=[{hooks}], model={self.model!r})"
+        return f"SteeringVector({self.concept!r}, source={self.source!r}, hooks=[{hooks}], model={self.model!r})"
 
     # ---------------------------------------------------------------- hooks
     def scaled(self, hook: str, strength: float, relative: bool) -> Tensor:
@@ -299,7 +306,7 @@ class SteeringVector:
         if strength is None:
             if self.default_strength is None:
                 raise EmosaeError(
-                    f"{self.emotion} ({self.source}) has no calibrated default strength; pass "
+                    f"{self.concept} ({self.source}) has no calibrated default strength; pass "
                     "strength=..., or calibrate it: "
                     "vec.with_default_strength(emosae.calibrate(vec, model).recommended)"
                 )
@@ -310,7 +317,7 @@ class SteeringVector:
                 "strength %g is beyond any sane strength (|s| <= %g); expect noise, not %s",
                 strength,
                 MAX_STRENGTH,
-                self.emotion,
+                self.concept,
             )
         added = {h: self.scaled(h, strength, relative) for h in self.vectors}
         seen: dict[str, int] = {}
@@ -379,7 +386,7 @@ class SteeringVector:
         for p in (st, js):
             folders.check_output_file(p, force)
         meta = {
-            "emotion": self.emotion,
+            "concept": self.concept,
             "source": self.source,
             "model": self.model,
             "mean_norms": dict(self.mean_norms),
@@ -406,10 +413,11 @@ class SteeringVector:
         ref = ReadoutRef.from_saved(meta.get("readout"), tensors, st)
         try:
             hooks, norms = list(meta["hooks"]), meta.get("norms", {})
-            args = (meta["emotion"], meta["source"], meta["model"], meta.get("mean_norms", {}))
+            name = compat.key(meta, "concept", "emotion")
+            args = (name, meta["source"], meta["model"], meta.get("mean_norms", {}))
             args += (meta.get("default_strength"), ref)
         except (KeyError, TypeError):
-            raise EmosaeError(f"{js} lacks emotion, source, model or hooks") from None
+            raise EmosaeError(f"{js} lacks concept, source, model or hooks") from None
         if sorted(tensors) != sorted(hooks):
             raise EmosaeError(
                 f"{st} holds tensors {sorted(tensors)} but {js.name} lists hooks {sorted(hooks)}"

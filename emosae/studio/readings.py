@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from emosae.core import io
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import DashboardFiles, RunLayout
 from emosae.core.log import logger
+from emosae.features.labels import load_labels
 from emosae.lm.chat import Message, render_chat
 from emosae.lm.hooks import stop_layer
 from emosae.reading.trace import read
@@ -55,7 +55,7 @@ class Features:
             raise EmosaeError(f"{run} has no SAE ({layout.sae.cfg} is missing); --run takes a run")
         sae = load_sae(layout.sae.dir)
         lab = layout.labels.labels
-        feats = io.read_json(lab).get("features", {}) if lab.exists() else {}
+        feats = load_labels(lab).get("features", {}) if lab.exists() else {}
         labels = {int(f): str(d.get("label", "")) for f, d in feats.items()}
         if not layout.dashboard.index.exists():
             logger.warning("no dashboard in %s: features are listed without pages", run)

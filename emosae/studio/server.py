@@ -93,7 +93,7 @@ async def _events(studio: Studio, req: ChatRequest, chat: Any, steer: list) -> A
     runs = [("plain", [])] + ([("steered", steer)] if steer else [])
     try:
         for which, st in runs:
-            yield _line(event="start", which=which, steer={v.emotion: s for v, s in st})
+            yield _line(event="start", which=which, steer={v.concept: s for v, s in st})
             gen = studio.reply(
                 chat, st, max_new_tokens=req.max_new_tokens, temperature=req.temperature
             )

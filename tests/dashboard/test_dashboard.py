@@ -97,7 +97,12 @@ def fake_inputs(probe_vecs=None) -> Inputs:
         "train_auroc": torch.tensor([[0.6, 0.5, 0.5], [0.9, 0.5, 0.5]]),
         "heldout_auroc": torch.tensor([[0.7, 0.4, 0.5], [0.95, 0.6, 0.5]]),
     }
-    labels = {"features": {"0": {"label": "fear", "kind": "emotion", "emotions": ["fear"]}}}
+    from emosae.features.labels import upgrade_labels
+
+    # as emosae 0.1 wrote labels.json ("emotion"): read under the new names
+    labels = upgrade_labels(
+        {"features": {"0": {"label": "fear", "kind": "emotion", "emotions": ["fear"]}}}
+    )
     return Inputs(
         IdentitySAE(),
         FakeCache(feature_rows()),
@@ -200,7 +205,7 @@ def test_logit_lens_auroc_and_cosines(collected):
     # decoder row e0: cos with [1,1,0] is 1/sqrt(2), with [-1,0,0] is -1
     assert [r["concept"] for r in f0.cosines] == ["fear", "joy"]
     assert [r["cosine"] for r in f0.cosines] == pytest.approx([-1.0, 2**-0.5])
-    assert (f0.label, f0.kind, f0.emotions) == ("fear", "emotion", ["fear"])
+    assert (f0.label, f0.kind, f0.concepts) == ("fear", "concept", ["fear"])
     assert collected[1].label is None and collected[1].kind == "unlabelled"
 
 

@@ -28,7 +28,7 @@ def test_emotions_cover_required_and_all_clusters():
 
 def test_no_story_names_its_emotion():
     forb = {e.name: e.forbidden for e in data.load_emotions()}
-    hits = [(s.id, checks.forbidden_hits(s.text, forb[s.emotion])) for s in data.load_stories()]
+    hits = [(s.id, checks.forbidden_hits(s.text, forb[s.concept])) for s in data.load_stories()]
     assert [h for h in hits if h[1]] == []
 
 
@@ -47,7 +47,7 @@ def test_story_counts_lengths_and_topics():
     assert len(topics.all) >= 24
     by_emo = defaultdict(list)
     for s in stories:
-        by_emo[s.emotion].append(s)
+        by_emo[s.concept].append(s)
         assert checks.MIN_WORDS <= len(checks.words(s.text)) <= checks.MAX_WORDS, s.id
     assert set(by_emo) == set(data.emotion_names())
     for emo, ss in by_emo.items():

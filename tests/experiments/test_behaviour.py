@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from emosae import data
-from emosae.data import text_norms
 from emosae.experiments.behaviour import fit_elo
+from emosae.experiments.measures import text_norms
 
 
 def test_text_norms_by_hand():

@@ -48,7 +48,7 @@ def test_label_an_sae_made_by_sae_lens(layer15_probes, tmp_path, capsys):
     assert lab["hook"] == "blocks.15.hook_resid_post" and lab["d_sae"] == 64
     assert lab["null"]["permutations"] == 20 and "fdr" in lab["null"]
     for i, e in enumerate(EMOS):  # each planted feature is its emotion's best
-        assert lab["best_per_emotion"][e]["feature"] == i, e
+        assert lab["best_per_concept"][e]["feature"] == i, e
     vecs = emosae.load_directions(out, kind="sae")
     assert len(vecs) == 48
     assert torch.allclose(vecs["calm"].direction, dirs["calm"].direction, atol=1e-5)

@@ -50,11 +50,11 @@ def test_labels_need_heldout_and_train():
     ] = 0.97
     s["heldout_dprime"][1, 3] = s["heldout_dprime"][2, 3] = 1.5
     r = assign_labels(s, ["a", "b", "c"], ["X", "Y", "Y"], LabelConfig())
-    assert r["features"][1]["label"] == "a" and r["features"][1]["kind"] == "emotion"
+    assert r["features"][1]["label"] == "a" and r["features"][1]["kind"] == "concept"
     assert 2 not in r["features"]
     assert r["features"][3]["kind"] == "cluster" and r["features"][3]["label"] == "Y"
-    assert r["counts"] == {"emotion": 1, "cluster": 1, "ambiguous": 0, "unlabelled": 2}
-    assert r["best_per_emotion"]["b"]["feature"] == 2 and not r["best_per_emotion"]["b"]["passes"]
+    assert r["counts"] == {"concept": 1, "cluster": 1, "ambiguous": 0, "unlabelled": 2}
+    assert r["best_per_concept"]["b"]["feature"] == 2 and not r["best_per_concept"]["b"]["passes"]
 
 
 def _stories(seed=0, S=240, E=8, F=300):

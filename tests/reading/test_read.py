@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "social_concepts"
 
 
 def _accuracy(model, dirs, stories) -> float:
-    hits = [emosae.read(model, s.text, dirs).top(1)[0][0] == s.emotion for s in stories]
+    hits = [emosae.read(model, s.text, dirs).top(1)[0][0] == s.concept for s in stories]
     return sum(hits) / len(hits)
 
 
@@ -51,7 +51,7 @@ def test_own_concept_set_fits_and_reads_above_chance(real_model, tmp_path):
     )
     res = run_probe_job(job, real_model)
     (row,) = res["per_layer"]
-    assert res["emotions"] == ["deception", "urgency", "generosity", "competition"]
+    assert res["concepts"] == ["deception", "urgency", "generosity", "competition"]
     assert res["chance_top1"] == 0.25 and res["n_heldout_stories"] == 12  # 3 of 12 topics
     assert row["diffmean_top1"] >= 0.75  # 3x chance
     cs = load_concept_set(d)

@@ -7,10 +7,10 @@ from emosae.steering.vector import SteeringVector
 H1, H2 = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
 
 
-def vec(hook=H1, emotion="calm", seed=0, d=32, norm=10.0):
+def vec(hook=H1, concept="calm", seed=0, d=32, norm=10.0):
     g = torch.Generator().manual_seed(seed)
     return SteeringVector.from_direction(
-        torch.randn(d, generator=g), hook, emotion, "probe:diffmean", "tiny", norm
+        torch.randn(d, generator=g), hook, concept, "probe:diffmean", "tiny", norm
     )
 
 
@@ -28,16 +28,16 @@ def test_direction_is_unit_and_immutable():
     with pytest.raises(TypeError):
         v.vectors[H1] = torch.zeros(32)
     with pytest.raises(AttributeError):
-        v.emotion = "x"
+        v.concept = "x"
 
 
 def test_arithmetic():
-    a, b = vec(seed=1, emotion="happy"), vec(seed=2, emotion="sad")
+    a, b = vec(seed=1, concept="happy"), vec(seed=2, concept="sad")
     assert torch.allclose((a - b).direction, a.direction - b.direction)
     assert torch.allclose((0.5 * a).direction, 0.5 * a.direction)
     assert torch.allclose((a * 2).direction, 2 * a.direction)
     assert torch.allclose((-a).direction, -a.direction)
-    assert (a - b).emotion == "(happy - sad)"
+    assert (a - b).concept == "(happy - sad)"
     c = vec(hook=H2, seed=3)
     s = a + c
     assert set(s.vectors) == {H1, H2}
@@ -127,7 +127,7 @@ def test_save_load_roundtrip(tmp_path):
     v = vec(seed=4) - 0.5 * vec(hook=H2, seed=5)
     v.save(tmp_path / "v")
     w = SteeringVector.load(tmp_path / "v")
-    assert w.emotion == v.emotion and w.source == v.source and w.model == v.model
+    assert w.concept == v.concept and w.source == v.source and w.model == v.model
     assert dict(w.mean_norms) == dict(v.mean_norms)
     for h in v.vectors:
         assert torch.equal(w.vectors[h], v.vectors[h])
@@ -216,3 +216,25 @@ def test_readout_reference_survives_save_and_load_and_is_checked(tmp_path):
         vec().with_readout(ReadoutRef(torch.zeros(31), 1.0))
     with pytest.raises(EmosaeError, match="read scale must be finite and positive"):
         vec().with_readout(ReadoutRef(torch.zeros(32), 0.0))
+
+
+def test_old_emotion_names_still_read_with_a_warning(tmp_path):
+    """emosae 0.1 said "emotion": the attribute still answers (with a DeprecationWarning
+    naming `concept`), and a vector file saved under the old key loads."""
+    import json
+
+    from emosae.data import load_stories
+
+    v = vec(concept="calm")
+    with pytest.warns(DeprecationWarning, match="SteeringVector.concept"):
+        assert v.emotion == "calm"
+    s = load_stories()[0]
+    with pytest.warns(DeprecationWarning, match="Story.concept"):
+        assert s.emotion == s.concept
+    st = v.save(tmp_path / "calm")
+    js = st.with_suffix(".json")
+    meta = json.loads(js.read_text())
+    assert meta["concept"] == "calm" and "emotion" not in meta
+    meta["emotion"] = meta.pop("concept")
+    js.write_text(json.dumps(meta))
+    assert SteeringVector.load(tmp_path / "calm").concept == "calm"
