@@ -25,8 +25,12 @@ def add_read_parser(
     )
     r.add_argument("--kind", default="probe", choices=["probe", "sae"])
     r.add_argument("--layer", type=int, default=None, help="probe layer (default: the folder's)")
-    r.add_argument("--top", type=int, default=8, help="concepts printed")
-    r.add_argument("--html", default=None, help="write the per-token heatmap page here")
+    r.add_argument(
+        "--top", type=int, default=8, help="concepts printed (--input: records per concept)"
+    )
+    r.add_argument(
+        "--html", default=None, help="the per-token heatmap page (--input: the summary page)"
+    )
     r.add_argument(
         "--force", action="store_true", help="replace an output file emosae did not write"
     )
