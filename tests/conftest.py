@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +78,31 @@ def smoke_run(tmp_path_factory):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stdout
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium: the real browser of the page tests (no browser download here)."""
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium driven by playwright, one per test module; the tests that need
+    it are skipped where the Debian package is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh page and the list that its console errors and page errors go to."""
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page, errors
+    page.close()

@@ -374,14 +374,11 @@ def test_unwritable_output_paths_are_one_line(tmp_path, capsys, monkeypatch, no_
 HOSTILE = '"><img src=x onerror="window.pwned=1">'
 
 
-def test_trace_page_shows_hostile_concept_names_as_text(tmp_path):
+def test_trace_page_shows_hostile_concept_names_as_text(tmp_path, browser_page):
     """Case 6: a concept set from a stranger names a concept with markup; hovering the
     tokens shows the name as text and runs no script."""
     from emosae.reading.page import trace_page
 
-    if not shutil.which("chromium") and not os.path.exists("/usr/bin/chromium"):
-        pytest.skip("no /usr/bin/chromium: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     reading = {
         "tokens": ["<b>hi</b>", " there", " friend"],
         "concepts": [HOSTILE, "calm"],
@@ -393,26 +390,21 @@ def test_trace_page_shows_hostile_concept_names_as_text(tmp_path):
     }
     page_file = tmp_path / "t.html"
     page_file.write_text(trace_page(reading, title=HOSTILE))
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_file.as_uri())
-        spans = page.locator("#text span")
-        assert spans.count() == 3
-        for i, v in enumerate(["1.00", "2.00", "0.50"]):
-            spans.nth(i).hover()
-            tip = page.inner_text("#tip").splitlines()
-            assert tip[0].startswith(f"token {i} ") and tip[1] == f"{HOSTILE}: {v}", tip
-        page.select_option("#concept", index=1)  # calm: the menu still works
-        spans.nth(1).hover()
-        assert page.inner_text("#tip").splitlines()[1] == "calm: 0.50"
-        assert page.inner_text("h1") == HOSTILE
-        assert page.locator("img").count() == 0
-        page.wait_for_timeout(300)  # an onerror would have fired by now
-        assert page.evaluate("window.pwned") is None
-        browser.close()
+    page, errors = browser_page
+    page.goto(page_file.as_uri())
+    spans = page.locator("#text span")
+    assert spans.count() == 3
+    for i, v in enumerate(["1.00", "2.00", "0.50"]):
+        spans.nth(i).hover()
+        tip = page.inner_text("#tip").splitlines()
+        assert tip[0].startswith(f"token {i} ") and tip[1] == f"{HOSTILE}: {v}", tip
+    page.select_option("#concept", index=1)  # calm: the menu still works
+    spans.nth(1).hover()
+    assert page.inner_text("#tip").splitlines()[1] == "calm: 0.50"
+    assert page.inner_text("h1") == HOSTILE
+    assert page.locator("img").count() == 0
+    page.wait_for_timeout(300)  # an onerror would have fired by now
+    assert page.evaluate("window.pwned") is None
     assert errors == []
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -299,8 +298,6 @@ def test_cli_names_what_the_run_folder_lacks(tmp_path):
 
 # ---------------------------------------------------------------- real: smoke run + browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 def _check_report(page, report) -> None:
     """The run's report: every plot loads; a trace page colours its tokens and shows
@@ -322,11 +319,8 @@ def _check_report(page, report) -> None:
 
 
 @pytest.mark.real
-def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys):
+def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys, browser_page):
     run = smoke_run[0]
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     labels = json.loads((run / "labels" / "labels.json").read_text())
     feats = sorted(int(f) for f in labels["features"])[:2]
     assert len(feats) == 2, "the smoke run labels fewer than two features"
@@ -336,30 +330,24 @@ def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys):
     exported = json.loads(files.neuronpedia.read_text())
     assert [o["index"] for o in exported] == feats and all(tuple(o) == KEYS for o in exported)
     assert all(o["activations"] and o["explanations"] for o in exported)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        _check_report(page, run / "report")
-        page.goto(files.index.as_uri())
-        assert page.locator("section.group tbody tr").count() == 2
-        page.fill("#filter", "no-such-concept-zzz")
-        assert page.locator("section.group:visible").count() == 0
-        assert page.inner_text("#shown") == "0"
-        page.fill("#filter", str(feats[1]))
-        assert page.locator("section.group tbody tr:visible").count() >= 1
-        page.click(f"a[href='{files.feature(feats[1]).name}']")
-        page.wait_for_load_state()
-        assert page.url == files.feature(feats[1]).as_uri()
-        page.goto(files.feature(feats[0]).as_uri())
-        hist = page.locator("svg.hist")
-        assert hist.count() == 1 and hist.bounding_box()["height"] > 100
-        assert page.locator("svg.hist rect").count() >= 1
-        ctx = page.locator("div.ctx")
-        assert ctx.count() >= 2 and ctx.first.is_visible()
-        assert page.locator("div.ctx span.at").first.get_attribute("title")
-        assert page.locator("table.auroc tbody tr").count() == len(labels["concepts"])
-        browser.close()
+    page, errors = browser_page
+    _check_report(page, run / "report")
+    page.goto(files.index.as_uri())
+    assert page.locator("section.group tbody tr").count() == 2
+    page.fill("#filter", "no-such-concept-zzz")
+    assert page.locator("section.group:visible").count() == 0
+    assert page.inner_text("#shown") == "0"
+    page.fill("#filter", str(feats[1]))
+    assert page.locator("section.group tbody tr:visible").count() >= 1
+    page.click(f"a[href='{files.feature(feats[1]).name}']")
+    page.wait_for_load_state()
+    assert page.url == files.feature(feats[1]).as_uri()
+    page.goto(files.feature(feats[0]).as_uri())
+    hist = page.locator("svg.hist")
+    assert hist.count() == 1 and hist.bounding_box()["height"] > 100
+    assert page.locator("svg.hist rect").count() >= 1
+    ctx = page.locator("div.ctx")
+    assert ctx.count() >= 2 and ctx.first.is_visible()
+    assert page.locator("div.ctx span.at").first.get_attribute("title")
+    assert page.locator("table.auroc tbody tr").count() == len(labels["concepts"])
     assert errors == []

@@ -2,14 +2,9 @@
 distribution counts every record, and in a browser the page draws them from data without
 ever turning a record into markup."""
 
-from pathlib import Path
-
-import pytest
-
 from emosae.reading.batch import Record
 from emosae.reading.summary import BINS, summary_data, summary_page, top_positions
 
-CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "</script><img src=x onerror=\"document.title='pwned'\"><b>bold</b>"
 
 
@@ -45,10 +40,7 @@ def test_top_records_and_distribution_by_hand():
     assert data["records"]["0"]["text"] == f"user: {EVIL}"
 
 
-def test_summary_page_in_a_browser_shows_data_as_text(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+def test_summary_page_in_a_browser_shows_data_as_text(tmp_path, browser_page):
     rows, recs, concepts = _rows()
     (tmp_path / "pages").mkdir()
     (tmp_path / "pages" / "11.html").write_text("<title>trace 11</title>")
@@ -58,27 +50,21 @@ def test_summary_page_in_a_browser_shows_data_as_text(tmp_path):
     html = page_file.read_text()
     assert html.count("</script>") == 2 and "innerHTML" not in html
     assert "http://" not in html and "https://" not in html  # no external assets
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_file.as_uri())
-        assert page.locator("#concept option").count() == 3
-        assert page.locator("#hist div").count() == BINS
-        assert page.locator("#top .rec").count() == 4
-        first = page.inner_text("#top .rec >> nth=0")
-        assert "joy +5.50" in first and EVIL in first  # the record's text, as text
-        assert page.locator("img").count() == 0 and page.locator("#top b").count() == 4
-        assert page.title() != "pwned"
-        page.select_option("#concept", "fear")
-        assert "fear +8.25" in page.inner_text("#top .rec >> nth=0")
-        page.select_option("#concept", EVIL)
-        assert page.locator("#top .rec").count() == 4 and page.locator("img").count() == 0
-        page.select_option("#concept", "joy")
-        page.click("#top a")
-        page.wait_for_load_state()
-        assert page.title() == "trace 11"
-        browser.close()
+    page, errors = browser_page
+    page.goto(page_file.as_uri())
+    assert page.locator("#concept option").count() == 3
+    assert page.locator("#hist div").count() == BINS
+    assert page.locator("#top .rec").count() == 4
+    first = page.inner_text("#top .rec >> nth=0")
+    assert "joy +5.50" in first and EVIL in first  # the record's text, as text
+    assert page.locator("img").count() == 0 and page.locator("#top b").count() == 4
+    assert page.title() != "pwned"
+    page.select_option("#concept", "fear")
+    assert "fear +8.25" in page.inner_text("#top .rec >> nth=0")
+    page.select_option("#concept", EVIL)
+    assert page.locator("#top .rec").count() == 4 and page.locator("img").count() == 0
+    page.select_option("#concept", "joy")
+    page.click("#top a")
+    page.wait_for_load_state()
+    assert page.title() == "trace 11"
     assert errors == []

@@ -25,7 +25,6 @@ from emosae.core.layout import DashboardFiles, shipped_checkpoint
 from emosae.lm.chat import chat_reply, render_chat
 from emosae.studio.session import FALLBACK_RANGE, safe_range, stream_reply
 
-CHROMIUM = Path("/usr/bin/chromium")
 PROMPT = "Tell me about your weekend."
 N = 10  # tokens per reply: short, so the tests stay fast on two cores
 
@@ -252,30 +251,15 @@ def test_studio_feature_pages_come_from_feature_ids_only(served, run_dir):
 
 
 # ---------------------------------------------------------------- in a browser
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: install the Debian package chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser, served):
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+def page(browser_page, served):
+    pg, errors = browser_page
     outside: list[str] = []
     pg.on("request", lambda r: None if r.url.startswith(served[0]) else outside.append(r.url))
     pg.goto(served[0] + "/")
     pg.wait_for_selector("body[data-ready='1']")
     pg.fill("#max-tokens", str(N))
     yield pg
-    pg.close()
     assert outside == [], "the page asked another host"
     assert [e for e in errors if "409" not in e and "400" not in e] == []
 
