@@ -307,7 +307,8 @@ def test_calibrate_save_leaves_the_shipped_checkpoint_alone(tmp_path, capsys, mo
     before = snapshot(ship)
     shipped = load_directions()
     argv = (
-        "steer --calibrate --emotion happy --save --n-prompts 1 --max-new-tokens 2 --strengths 0.1"
+        "steer --calibrate --emotion happy --save --n-prompts 1 --n-heldout 1 --max-new-tokens 2 "
+        "--strengths 0.1"
     )
     assert main(argv.split()) == 0
     assert snapshot(ship) == before
@@ -317,7 +318,14 @@ def test_calibrate_save_leaves_the_shipped_checkpoint_alone(tmp_path, capsys, mo
     assert cal["config"]["n_prompts"] == 1 and cal["probe"]["happy"]["strengths"] == [0.0, 0.1]
     vecs = load_directions()
     assert vecs["happy"].default_strength == cal["probe"]["happy"]["recommended"]
-    assert shipped["happy"].default_strength == 0.2
+    from emosae.steering.directions import calibrations
+
+    ours = calibrations(RunLayout(ship))["probe"]["happy"]
+    assert shipped["happy"].default_strength == ours["recommended"] is not None
+    assert (
+        shipped["happy"].hook_name == ours["hook"]
+        and vecs["happy"].hook_name == cal["probe"]["happy"]["hook"]
+    )
     assert vecs["calm"].default_strength == shipped["calm"].default_strength  # not calibrated
     assert "your calibrated strength" in capsys.readouterr().err
     with pytest.raises(EmosaeError, match="installed package or a shipped checkpoint"):
@@ -496,8 +504,12 @@ def test_labels_sae_config_errors_are_one_complete_line(
 
 def test_strength_far_beyond_the_calibrated_one_warns(capsys, real_model):
     """Case 10: a sane strength that is still over ten times the calibrated one steers,
-    with a warning (happy's calibrated strength is +0.2)."""
-    assert main("steer --emotion happy --strength 3 --max-new-tokens 1".split()) == 0
-    assert "--strength 3 is over ten times happy's calibrated +0.2" in capsys.readouterr().err
-    assert main("steer --emotion happy --strength 0.3 --max-new-tokens 1".split()) == 0
+    with a warning."""
+    from emosae.steering.directions import load_directions
+
+    r = load_directions()["happy"].default_strength
+    assert 0 < r < 0.39
+    assert main("steer --emotion happy --strength 3.9 --max-new-tokens 1".split()) == 0
+    assert f"--strength 3.9 is over ten times happy's calibrated {r:+g}" in capsys.readouterr().err
+    assert main(f"steer --emotion happy --strength {r} --max-new-tokens 1".split()) == 0
     assert "over ten times" not in capsys.readouterr().err

@@ -25,7 +25,8 @@ def test_wheel_install_loads_shipped_directions(tmp_path):
     elsewhere.mkdir()
     code = (
         "import emosae; v = emosae.load_directions(); s = emosae.load_directions(kind='sae');"
-        "print(emosae.__file__); print(len(v), len(s), v['happy'].hook_name)"
+        "from emosae.reading.trace import read_hook;"
+        "print(emosae.__file__); print(len(v), len(s), read_hook(v['happy']))"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run(

@@ -121,6 +121,7 @@ def _labels(args: argparse.Namespace) -> None:
         with folders.lock(L.root):
             res = label_features(L.probes, L.sae, L.cache, out, load_model(args.model), cfg, cs)
     print(json.dumps(res["counts"]))
+    print(_thresholds_line(res))
     n = res.get("null")
     if n:
         print(
@@ -128,6 +129,23 @@ def _labels(args: argparse.Namespace) -> None:
             f"{n['observed_labelled_features']} labels expected by chance, "
             f"{n['permutations']} shuffles)"
         )
+
+
+def _thresholds_line(res: dict[str, Any]) -> str:
+    """The thresholds a labels.json used and how they were set (older files: as given)."""
+    th, ch = res.get("thresholds", {}), res.get("threshold_choice") or {}
+    how = "fixed"
+    if ch.get("q") is not None:
+        met = "" if ch.get("met") else ", none met it: the strictest"
+        how = f"chosen from {len(ch['grid'])} at FDR <= {ch['q']}{met}"
+    extra = ""
+    if "min_margin" in th:
+        style = "on" if th.get("style_control") else "off"
+        extra = f", margin >= {th['min_margin']}, style control {style}"
+    return (
+        f"thresholds ({how}): held-out AUROC >= {th.get('heldout_auroc')}, d' >= "
+        f"{th.get('heldout_dprime')}, train AUROC >= {th.get('train_auroc')}{extra}"
+    )
 
 
 def _sae_folder(ref: str):

@@ -12,7 +12,7 @@ from typing import Any
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
 from emosae.core.log import logger
-from emosae.lm.chat import chat_reply, check_text, render_chat
+from emosae.lm.chat import chat_reply, check_text
 from emosae.lm.models import load_model
 from emosae.steering.directions import load_directions
 from emosae.steering.vector import MAX_STRENGTH
@@ -41,12 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--model", default=None)
     c = s.add_argument_group("calibration")
     c.add_argument("--calibrate", action="store_true", help="sweep the strength instead")
-    c.add_argument("--strengths", type=float, nargs="+", default=None)
-    c.add_argument("--n-prompts", type=int, default=None, help="neutral prompts per strength")
+    c.add_argument(
+        "--strengths", type=float, nargs="+", default=None, help="positive strengths searched"
+    )
+    c.add_argument("--n-prompts", type=int, default=None, help="calibration prompts")
+    c.add_argument("--n-heldout", type=int, default=None, help="held-out prompts reported on")
     c.add_argument("--budget", type=float, default=None, help="max steered/unsteered perplexity")
+    c.add_argument("--kl-budget", type=float, default=None, help="max per-token KL (nats)")
     c.add_argument("--save", action="store_true", help="keep the result in the directions folder")
     c.add_argument(
-        "--layers", type=int, nargs="+", default=None, help="sweep these probe layers instead"
+        "--layers", type=int, nargs="+", default=None, help="probe layers to choose among"
     )
     return s
 
@@ -79,8 +83,7 @@ def steer_command(args: argparse.Namespace) -> None:
         )
     model = load_model(args.model)
     plain = chat_reply(model, args.prompt, max_new_tokens=args.max_new_tokens)
-    start = len(render_chat(model, args.prompt).tokens) - 1
-    with v.apply(model, strength, from_pos=start):
+    with v.apply(model, strength):  # the positions it was calibrated on (from the reply)
         steered = chat_reply(model, args.prompt, max_new_tokens=args.max_new_tokens)
     w = 48
     left = textwrap.wrap(plain, w) or [""]
@@ -114,6 +117,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.calibrate:  # a flag that would do nothing is refused, not ignored
         sweep = {"--layers": args.layers, "--save": args.save or None, "--budget": args.budget}
         sweep.update({"--strengths": args.strengths, "--n-prompts": args.n_prompts})
+        sweep.update({"--n-heldout": args.n_heldout, "--kl-budget": args.kl_budget})
         unused = [f for f, v in sweep.items() if v is not None]
         if unused:
             raise EmosaeError(
@@ -122,8 +126,8 @@ def _check_args(args: argparse.Namespace) -> None:
             )
     if args.calibrate and args.strength is not None:
         raise EmosaeError("--calibrate sweeps --strengths; --strength is for side by side steering")
-    if args.layers and (args.kind != "probe" or args.save):
-        raise EmosaeError("--layers sweeps probe vectors (--kind probe) and is not saved")
+    if args.layers and args.kind != "probe":
+        raise EmosaeError("--layers chooses among probe layers (--kind probe); an SAE reads one")
 
 
 def _save_target(directions: str | None) -> Any:
@@ -146,64 +150,62 @@ def _calibrate(args: argparse.Namespace, vecs: list) -> None:
     from dataclasses import replace
 
     from emosae.experiments.calibration import CalibrationConfig, calibrate, save_calibrations
+    from emosae.steering.directions import steering_candidates
 
     cfg = CalibrationConfig(max_new_tokens=min(args.max_new_tokens, 16))
     for k, v in (
-        ("strengths", args.strengths),
+        ("strengths", tuple(args.strengths) if args.strengths else None),
         ("n_prompts", args.n_prompts),
+        ("n_heldout", args.n_heldout),
         ("budget", args.budget),
+        ("kl_budget", args.kl_budget),
     ):
         if v is not None:
-            cfg = replace(cfg, **{k: tuple(v) if k == "strengths" else v})
+            cfg = replace(cfg, **{k: v})
     target = _save_target(args.directions) if args.save else None
+    cands = steering_candidates(args.directions, args.layers) if args.layers else {}
     model = load_model(args.model)
-    if args.layers:
-        return _layer_sweep(args, cfg, model)
     cals = []
     for vec in vecs:
-        cal = calibrate(vec, model, cfg=cfg)
+        cal = calibrate(vec, model, cfg=cfg, candidates=cands.get(vec.concept))
         cals.append(cal)
-        print(f"\n{vec!r}  (budget: perplexity ratio <= {cfg.budget:g})")
-        print(
-            f"{'strength':>8} {'readout':>8} {'valence':>8} {'ppl x':>7} {'KL':>7}  reply to the first prompt"
-        )
-        for i, s in enumerate(cal.strengths):
-            reply = cal.replies[str(s)].replace("\n", " ")[:60]
-            print(
-                f"{s:+8.2f} {cal.readout[i]:+8.2f} {cal.valence[i]:8.2f} {cal.ppl_ratio[i]:7.2f} "
-                f"{cal.kl[i]:7.3f}  {reply}"
-            )
-        rec = "none within budget" if cal.recommended is None else f"{cal.recommended:+g}"
-        print(f"recommended strength: {rec}")
-        sh = cal.valence_shift
-        if sh:
-            lo, hi = sh["ci95"]
-            print(
-                f"valence at +r minus -r: {sh['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}] "
-                f"over {sh['n']} prompts"
-            )
+        print_calibration(vec, cal, cfg)
     if target is not None:
         print(f"\nsaved to {save_calibrations(target, {args.kind: cals}, cfg)}")
 
 
-def _layer_sweep(args: argparse.Namespace, cfg: Any, model: Any) -> None:
-    """Calibrate each concept's probe vector at each of `--layers`; one row per layer: the
-    recommended strength and, there, the effect (own readout, a z-score against neutral
-    prompts at that layer, so comparable across layers; valence shift) and coherence."""
-    from emosae.experiments.calibration import calibrate
+def print_calibration(vec: Any, cal: Any, cfg: Any) -> None:
+    """The sweep at the chosen layer, the layers tried, and the held-out report."""
+    budget = f"perplexity ratio <= {cfg.budget:g}"
+    if cfg.kl_budget is not None:
+        budget += f", KL <= {cfg.kl_budget:g} nats/token"
+    print(f"\n{vec!r}  (budget: {budget}; at layer {cal.layer})")
+    print(f"{'strength':>8} {'readout':>8} {'valence':>8} {'ppl x':>7} {'KL/tok':>7}  reply")
+    for i, s in enumerate(cal.strengths):
+        reply = cal.replies[str(s)].replace("\n", " ")[:56]
+        print(
+            f"{s:+8.3f} {cal.readout[i]:+8.2f} {cal.valence[i]:8.2f} {cal.ppl_ratio[i]:7.2f} "
+            f"{cal.kl[i]:7.3f}  {reply}"
+        )
+    if len(cal.layers) > 1:
+        tried = ", ".join(
+            f"L{L} {'none' if c['recommended'] is None else format(c['recommended'], '+g')}"
+            f" ({c['readout_shift']:+.2f})"
+            for L, c in cal.layers.items()
+        )
+        print(f"layers tried (strength, readout shift): {tried}")
+    rec = "none within budget" if cal.recommended is None else f"{cal.recommended:+g}"
+    print(f"recommended: layer {cal.layer}, strength {rec}")
+    h = cal.heldout
+    if h:
+        ro, su, va = h["readout_shift"], h["success"], h["valence_shift"]
+        print(
+            f"held out ({h['n_prompts']} prompts): readout +r vs 0 {_ci(ro)}; success "
+            f"{su['k']}/{su['n']} [{su['ci95'][0]:.2f}, {su['ci95'][1]:.2f}]; valence +r - -r "
+            f"{_ci(va)}; ppl x {h['ppl_ratio']['+r']:.2f} (+r) {h['ppl_ratio']['-r']:.2f} (-r)"
+        )
 
-    for emo in args.concept:
-        print(f"\n{emo}: layer sweep (budget: perplexity ratio <= {cfg.budget:g})")
-        print(f"{'layer':>5} {'rec.':>6} {'readout':>8} {'ppl x':>6}  valence +r - -r [95% CI]")
-        for layer in args.layers:
-            vec = load_directions(args.directions, kind="probe", layer=layer)[emo]
-            cal = calibrate(vec, model, cfg=cfg)
-            r = cal.recommended
-            if r is None:
-                print(f"{layer:5d} {'none':>6}")
-                continue
-            i, sh = cal.strengths.index(r), cal.valence_shift
-            shift = (
-                f"{sh['mean']:+.2f} [{sh['ci95'][0]:+.2f}, {sh['ci95'][1]:+.2f}]" if sh else "n/a"
-            )
-            print(f"{layer:5d} {r:+6.2f} {cal.readout[i]:+8.2f} {cal.ppl_ratio[i]:6.2f}  {shift}")
+
+def _ci(d: dict) -> str:
+    ci = d.get("ci95")
+    return f"{d['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")

@@ -72,9 +72,11 @@ class FeatureData:
     index: int
     label: str | None = None
     kind: str = "unlabelled"
-    """concept, cluster, ambiguous (labels.json) or unlabelled."""
+    """concept, cluster, ambiguous, unspecific, style (labels.json) or unlabelled."""
     concepts: list[str] = field(default_factory=list)
     """The concepts whose thresholds the feature passes (labels.json)."""
+    style_covariate: str | None = None
+    """The surface covariate explaining most of its story activations (labels.json)."""
     n_tokens: int = 0
     n_fired: int = 0
     max_activation: float = 0.0
@@ -361,6 +363,7 @@ def collect(inp: Inputs, feats: list[int], model: Any, cfg: DashboardConfig) -> 
                 label=info.get("label"),
                 kind=info.get("kind", "unlabelled"),
                 concepts=list(info.get("concepts", [])),
+                style_covariate=info.get("style_covariate"),
                 n_tokens=s.n_rows,
                 n_fired=int(s.fired_F[j]),
                 max_activation=mx,

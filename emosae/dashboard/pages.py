@@ -38,7 +38,7 @@ border-left:3px solid #ddd;line-height:1.8}.ctx span{border-radius:2px}
 .ctx span.at{outline:1.5px solid #333}.act{color:#666;font-size:12px;margin-right:.6em}
 .hit td:first-child{font-weight:bold}.hidden{display:none}
 #filter{font-size:15px;padding:4px 8px;width:320px}
-table.idx{width:100%;table-layout:fixed}table.idx th:nth-child(-n+5){width:12%}"""
+table.idx{width:100%;table-layout:fixed}table.idx th:nth-child(-n+7){width:10%}"""
 
 _FILTER = """
 const box = document.getElementById('filter'), shown = document.getElementById('shown');
@@ -192,38 +192,61 @@ def feature_page(fd: FeatureData, meta: PageMeta, files: DashboardFiles) -> str:
     )
 
 
+_LAST = {"unspecific": 1, "style": 2, "unlabelled": 3}
+"""Groups listed after the labels, in this order (kinds that are no label, then none)."""
+
+
 def _group_key(fd: FeatureData) -> str:
-    return fd.label or "unlabelled"
+    """A feature's section: its label, or its kind when that is no label."""
+    return fd.kind if fd.kind in ("unspecific", "style") else (fd.label or "unlabelled")
 
 
-def _best(fd: FeatureData) -> dict[str, Any]:
-    """The concept the feature separates best on held-out stories."""
-    return fd.auroc[0] if fd.auroc else {"concept": "", "heldout": 0.0}
+def _label_and_runner_up(fd: FeatureData) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The feature's concept (the best on held-out stories of those it passes for, else
+    of all) and the best other concept on held-out stories."""
+    if not fd.auroc:
+        return {"concept": "", "heldout": 0.0}, None
+    top = next((r for r in fd.auroc if r["concept"] in fd.concepts), fd.auroc[0])
+    return top, next((r for r in fd.auroc if r is not top), None)
+
+
+def _index_row(fd: FeatureData, group: str, files: DashboardFiles) -> str:
+    top, other = _label_and_runner_up(fd)
+    kind = fd.kind + (
+        f" ({fd.style_covariate})" if fd.kind == "style" and fd.style_covariate else ""
+    )
+    text = " ".join([str(fd.index), group, fd.kind, *fd.concepts, *fd.logit_top[:5]]).lower()
+    runner = (
+        f"<td>{html.escape(other['concept'])}</td><td class=num>{other['heldout']:.3f}</td>"
+        if other
+        else "<td></td><td></td>"
+    )
+    return (
+        f"<tr data-text='{html.escape(text)}'><td><a href='{files.feature(fd.index).name}'>"
+        f"{fd.index}</a></td><td>{html.escape(kind)}</td>"
+        f"<td>{html.escape(top['concept'])}</td><td class=num>{top['heldout']:.3f}</td>{runner}"
+        f"<td class=num>{fd.density:.4g}</td><td>{_tokens(fd.logit_top[:5])}</td></tr>"
+    )
 
 
 def index_page(fds: list[FeatureData], meta: PageMeta, files: DashboardFiles) -> str:
-    """All features grouped by concept (their label), with a text filter."""
+    """All features grouped by label (features whose kind is no label, style or
+    unspecific, in groups of their own), each with its concept and the runner-up
+    concept on held-out stories, with a text filter."""
     groups: dict[str, list[FeatureData]] = {}
     for fd in fds:
         groups.setdefault(_group_key(fd), []).append(fd)
-    order = sorted(groups, key=lambda g: (g == "unlabelled", g.lower()))
+    order = sorted(groups, key=lambda g: (_LAST.get(g, 0), g.lower()))
     secs = []
     for g in order:
-        rows = []
-        for fd in sorted(groups[g], key=lambda fd: -_best(fd)["heldout"]):
-            best = _best(fd)
-            text = " ".join([str(fd.index), g, fd.kind, *fd.concepts, *fd.logit_top[:5]]).lower()
-            rows.append(
-                f"<tr data-text='{html.escape(text)}'><td><a href='{files.feature(fd.index).name}'>"
-                f"{fd.index}</a></td><td>{html.escape(fd.kind)}</td>"
-                f"<td>{html.escape(best['concept'])}</td><td class=num>{best['heldout']:.3f}</td>"
-                f"<td class=num>{fd.density:.4g}</td><td>{_tokens(fd.logit_top[:5])}</td></tr>"
-            )
+        feats = sorted(groups[g], key=lambda fd: -_label_and_runner_up(fd)[0]["heldout"])
+        rows = "".join(_index_row(fd, g, files) for fd in feats)
         secs.append(
             f"<section class=group data-concept='{html.escape(g.lower())}'>"
             f"<h2>{html.escape(g)} ({len(groups[g])})</h2><table class=idx><thead><tr><th>feature</th>"
-            "<th>kind</th><th>best concept</th><th>held-out AUROC</th><th>density</th>"
-            f"<th>logit lens</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+            "<th>kind</th><th>concept</th><th>held-out AUROC</th><th>runner-up</th>"
+            "<th>runner-up AUROC</th><th>density</th>"
+            f"<th>logit lens</th></tr></thead><tbody>{rows}</tbody></table></section>"
         )
     return (
         _head(meta.title)

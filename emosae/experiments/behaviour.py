@@ -30,9 +30,7 @@ from tqdm.auto import tqdm
 from emosae import data
 from emosae.core.errors import EmosaeError
 from emosae.experiments import inputs
-from emosae.experiments.measures import text_norms
-from emosae.lm.chat import chat_reply, render_chat
-from emosae.lm.chat import reply_perplexity as perplexity
+from emosae.lm.chat import render_chat
 from emosae.lm.readout import ab_logit_tokens, ab_logodds
 from emosae.reading.trace import Readout
 from emosae.steering.vector import SteeringVector
@@ -234,62 +232,62 @@ def _span(model: Any, text: str, span: str) -> tuple[int, int]:
     return start, end
 
 
-def _generate(
-    ro: Readout, vec: SteeringVector, emo: str, s: float, prompts: list[str], cfg: ExperimentConfig
-) -> list[dict[str, Any]]:
-    """Replies to `prompts` steered by `vec` at strength `s`, scored."""
-    rows = []
-    for p in tqdm(prompts, desc=f"generate {emo} {s:+.2f}", leave=False):
-        chat = render_chat(ro.model, p)
-        with vec.apply(ro.model, s, from_pos=len(chat.tokens) - 1):
-            text = chat_reply(ro.model, p, max_new_tokens=cfg.gen_tokens)
-        v, a, nw = text_norms(text)
-        rows.append(
-            {
-                "concept": emo,
-                "strength": s,
-                "prompt": p,
-                "text": text,
-                "valence": v,
-                "arousal": a,
-                "n_norm_words": nw,
-                "perplexity": perplexity(ro.model, p, text),
-            }
-        )
-    return rows
+def _rows(sr: Any) -> list[dict[str, Any]]:
+    """One row per (strength, prompt) of a `steered_replies` result."""
+    return [
+        {
+            "concept": sr.concept,
+            "strength": s,
+            "prompt": p,
+            "text": sr.replies[i][j],
+            "valence": float(sr.valence[i, j]),
+            "arousal": float(sr.arousal[i, j]),
+            "readout": float(sr.readout[i, j]),
+            "perplexity": float(np.exp(sr.nll[i, j])),
+        }
+        for i, s in enumerate(sr.strengths)
+        for j, p in enumerate(sr.prompts)
+    ]
 
 
 def generation(
     ro: Readout, vectors: dict[str, SteeringVector], cfg: ExperimentConfig
 ) -> dict[str, Any]:
+    """Steered replies to neutral prompts over `gen_strengths` (and at -r, +r for a
+    calibrated vector), measured by `steered_replies`."""
+    from emosae.experiments.steered import steered_replies
+
     prompts = data.load_neutral_prompts()[: cfg.gen_prompts]
-    emos = [e for e in cfg.gen_emotions if e in vectors]
-    rows = [
-        r
-        for e in emos
-        for s in cfg.gen_strengths
-        for r in _generate(ro, vectors[e], e, s, prompts, cfg)
-    ]
-    # Probe readout of the generated texts (as user-visible text, read at the reply start)
-    proj = ro.at_reply([r["text"] or "." for r in rows])
-    for r, pr in zip(rows, proj, strict=True):
-        r["readout"] = float(pr[ro.concepts.index(r["concept"])])
-    curves: dict[str, Any] = {}
-    for emo in dict.fromkeys(r["concept"] for r in rows):  # in gen_emotions order
+    rows, curves, calibrated = [], {}, {}
+    for emo in (e for e in cfg.gen_emotions if e in vectors):  # in gen_emotions order
+        vec, r = vectors[emo], vectors[emo].default_strength
+        extra = {-r, r} if r else set()
+        sr = steered_replies(
+            ro.model, vec, prompts, [*cfg.gen_strengths, *extra], max_new_tokens=cfg.gen_tokens
+        )
+        mine = _rows(sr)
+        rows += [x for x in mine if x["strength"] in cfg.gen_strengths]
         curves[emo] = {
-            key: [
-                float(
-                    np.nanmean([r[key] for r in rows if r["concept"] == emo and r["strength"] == s])
-                )
-                for s in cfg.gen_strengths
-            ]
-            for key in ("valence", "arousal", "readout", "perplexity")
+            key: [float(np.nanmean(getattr(sr, key)[sr.row(s)])) for s in cfg.gen_strengths]
+            for key in ("valence", "arousal", "readout")
         }
-    base_ppl = float(np.nanmedian([r["perplexity"] for r in rows if r["strength"] == 0]))
+        curves[emo]["perplexity"] = [
+            float(np.nanmean(np.exp(sr.nll[sr.row(s)]))) for s in cfg.gen_strengths
+        ]
+        if r:
+            shift = sr.shift("valence", r, -r)
+            calibrated[emo] = {
+                "strength": r,
+                "valence_minus": float(np.nanmean(sr.valence[sr.row(-r)])),
+                "valence_plus": float(np.nanmean(sr.valence[sr.row(r)])),
+                "difference": shift["mean"],
+                "difference_ci95": shift["ci95"],
+            }
+    base_ppl = float(np.nanmedian([x["perplexity"] for x in rows if x["strength"] == 0]))
     fluent = [
         s
         for s in cfg.gen_strengths
-        if np.nanmedian([r["perplexity"] for r in rows if r["strength"] == s]) <= 2 * base_ppl
+        if np.nanmedian([x["perplexity"] for x in rows if x["strength"] == s]) <= 2 * base_ppl
     ]
     return {
         "strengths": list(cfg.gen_strengths),
@@ -297,32 +295,8 @@ def generation(
         "rows": rows,
         "baseline_perplexity": base_ppl,
         "fluent_strengths": fluent,
-        "calibrated": _calibrated(ro, {e: vectors[e] for e in emos}, prompts, cfg),
+        "calibrated": calibrated,
     }
-
-
-def _calibrated(
-    ro: Readout, vectors: dict[str, SteeringVector], prompts: list[str], cfg: ExperimentConfig
-) -> dict[str, Any]:
-    """Valence of replies steered at minus and plus each vector's calibrated strength,
-    and their per-prompt difference with a bootstrap 95% interval."""
-    from emosae.experiments.calibration import valence_shift
-
-    out = {}
-    for emo, vec in vectors.items():
-        r = vec.default_strength
-        if r is None:
-            continue
-        per = [[x["valence"] for x in _generate(ro, vec, emo, s, prompts, cfg)] for s in (-r, r)]
-        shift = valence_shift([-r, r], per, r)
-        out[emo] = {
-            "strength": r,
-            "valence_minus": float(np.nanmean(per[0])),
-            "valence_plus": float(np.nanmean(per[1])),
-            "difference": shift["mean"] if shift else float("nan"),
-            "difference_ci95": shift["ci95"] if shift else None,
-        }
-    return out
 
 
 def pressure(
@@ -337,7 +311,7 @@ def pressure(
             continue
         rates = []
         for s in tqdm(cfg.pressure_strengths, desc=f"pressure {emo}", leave=False):
-            with vectors[emo].apply(ro.model, s):
+            with vectors[emo].apply(ro.model, s, positions="all"):
                 p_a = torch.sigmoid(ab_logodds(ro.model, seqs))
             rates.append(float(torch.where(short_is_a, p_a, 1 - p_a).mean()))
         out[emo] = {

@@ -1,27 +1,23 @@
-"""Choosing a steering strength: sweep it over both signs, measure the effect and what
-it costs in coherence, and recommend the largest strength within a coherence budget.
+"""Choosing where and how hard a vector steers: for each candidate layer, sweep the
+strength on a few calibration prompts, keep the largest strength within the coherence
+budget, choose the layer whose reply readout moves most there, and report the effect of
+that choice on other (held-out) prompts, so the choice does not inflate the result.
 
-For each strength, the vector steers the reply to each of a few neutral prompts
-(from the last prompt token on, greedy decoding), and we measure:
+Every measurement is `steered_replies` (emosae.experiments.steered): greedy replies to
+neutral prompts, steered where the vector steers (from the reply on), read back by the
+unsteered model in the concept's readout units, with Warriner valence, perplexity under
+the unsteered model and the per-token KL of the steered from the unsteered distribution.
 
-  effect     `readout`: the steered concept's own readout of the reply. The unsteered
-             model reads the generated reply (as a user turn, at the token before its
-             own answer, where the paper reads), in readout units (`emosae.reading`);
-             reported relative to the unsteered replies'.
-             `valence`: mean Warriner valence of the reply's words (1-9).
-  coherence  `ppl_ratio`: median perplexity of the steered replies under the unsteered
-             model, over the unsteered replies' median.
-             `kl`: mean KL(unsteered || steered) of the next-token distribution at the
-             first reply position (nats).
+The recommended strength at a layer is the largest swept strength s such that every
+swept strength in (0, s] keeps the median reply perplexity ratio <= `budget` (default 2:
+steered replies at most twice as surprising to the unsteered model) and, when
+`kl_budget` is set, the mean per-token KL <= `kl_budget` (a published recipe allows about
+1 nat over 20 steered tokens: 0.05). None when even the smallest breaks a budget.
 
-The recommended strength is the largest positive swept strength s such that every swept
-strength in (0, s] keeps `ppl_ratio <= budget` (default 2: steered replies at most twice
-as surprising to the unsteered model); None when even the smallest breaks the budget.
-
-`valence_shift` pairs each prompt's reply at +r and -r (r the recommended strength) and
-gives the mean valence difference with a bootstrap 95% interval over prompts.
-
-Shape letters: P prompts, S strengths.
+Held-out report at (layer, r): readout shift +r vs unsteered and the success rate (the
+fraction of prompts whose +r reply reads higher on the concept than the unsteered reply,
+Wilson 95% interval), valence +r vs -r, perplexity ratio and KL at +r and -r; intervals
+are bootstrap 95% over prompts.
 """
 
 from __future__ import annotations
@@ -31,44 +27,51 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from emosae import data
 from emosae.core.errors import EmosaeError
-from emosae.core.stats import mean_ci
-from emosae.experiments.measures import text_norms
-from emosae.steering.vector import MAX_STRENGTH
+from emosae.experiments.steered import SteeredReplies, steered_replies
+from emosae.steering.vector import MAX_STRENGTH, SteeringVector
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """The strength sweep and the coherence budget."""
+    """The strength search, the coherence budgets and the prompts."""
 
-    strengths: tuple[float, ...] = (-0.4, -0.2, 0.2, 0.4)
-    """Relative strengths to try (0 is added when missing: it is the reference)."""
+    strengths: tuple[float, ...] = (0.075, 0.15, 0.225, 0.3, 0.375, 0.45, 0.525, 0.6)
+    """Positive relative strengths searched (both signs are used at the chosen one)."""
     n_prompts: int = 3
-    """Neutral prompts replied to at each strength."""
+    """Calibration prompts (the first neutral prompts): layer and strength are chosen on them."""
+    n_heldout: int = 10
+    """Other neutral prompts the choice is reported on (0: no held-out report)."""
     max_new_tokens: int = 16
     budget: float = 2.0
     """Largest allowed ratio of steered to unsteered median reply perplexity."""
+    kl_budget: float | None = None
+    """Largest allowed mean per-token KL(steered || unsteered) in nats (None: no KL budget)."""
 
     def __post_init__(self):
         if not self.strengths or not all(math.isfinite(s) for s in self.strengths):
             raise EmosaeError("calibration strengths must be finite numbers")
-        if any(abs(s) > MAX_STRENGTH for s in self.strengths):
+        if not all(0 < s <= MAX_STRENGTH for s in self.strengths):
             raise EmosaeError(
-                f"calibration strengths must lie in [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}]"
+                f"calibration strengths must lie in (0, {MAX_STRENGTH:g}]: both signs are used"
             )
-        if self.n_prompts < 1 or self.max_new_tokens < 1 or not self.budget > 1:
-            raise EmosaeError("n_prompts and max_new_tokens must be >= 1 and budget > 1")
+        if self.n_prompts < 1 or self.n_heldout < 0 or self.max_new_tokens < 1:
+            raise EmosaeError("n_prompts and max_new_tokens must be >= 1, n_heldout >= 0")
+        if not self.budget > 1 or (self.kl_budget is not None and not self.kl_budget > 0):
+            raise EmosaeError("budget must be > 1 and kl_budget > 0")
 
 
 class Calibration(NamedTuple):
-    """A strength sweep of one vector (lists are per strength, ascending)."""
+    """Where and how hard one concept's vector steers (lists are per swept strength,
+    ascending from 0, on the calibration prompts at the chosen layer)."""
 
     concept: str
     source: str
     hook: str
+    """The chosen layer's hook: where the vector steers."""
+    layer: int | None
     strengths: list[float]
     readout: list[float]
     valence: list[float]
@@ -77,119 +80,122 @@ class Calibration(NamedTuple):
     recommended: float | None
     budget: float
     replies: dict[str, str]
-    """The reply to the first prompt at each strength (str(strength) -> text)."""
-    valence_per_prompt: list[list[float]] = []
-    """Per strength, the valence of each prompt's reply (nan: no normed words)."""
+    """The reply to the first calibration prompt at each strength (str(strength) -> text)."""
+    kl_budget: float | None = None
+    layers: dict[str, Any] = {}
+    """Per candidate layer: its hook, recommended strength and readout shift there."""
+    heldout: dict[str, Any] | None = None
+    """The chosen (layer, strength) on held-out prompts (module docstring)."""
     valence_shift: dict[str, Any] | None = None
-    """At the recommended strength r: mean over prompts of valence(+r) - valence(-r),
-    with a bootstrap 95% interval over prompts (None when -r was not swept)."""
+    """Held-out valence at +r minus -r: mean, bootstrap 95% interval, n prompts."""
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
 
 
-def recommend(strengths: list[float], ppl_ratio: list[float], budget: float) -> float | None:
-    """Largest positive strength whose sweep up to it stays within the budget."""
+def recommend(
+    strengths: list[float],
+    ppl_ratio: list[float],
+    budget: float,
+    kl: list[float] | None = None,
+    kl_budget: float | None = None,
+) -> float | None:
+    """Largest positive strength whose sweep up to it stays within the budgets."""
+    kl = kl if kl is not None else [0.0] * len(strengths)
     best = None
-    for s, r in sorted(zip(strengths, ppl_ratio, strict=True)):
+    for s, r, k in sorted(zip(strengths, ppl_ratio, kl, strict=True)):
         if s <= 0:
             continue
-        if not r <= budget:  # nan (no words) breaks it too
-            break
+        if not r <= budget or (kl_budget is not None and not k <= kl_budget):
+            break  # nan (no words) breaks it too
         best = s
     return best
 
 
-def _nan(fn: Any, xs: list[float]) -> float:
-    """`fn` over the finite values of `xs` (nan when there are none)."""
-    xs = [x for x in xs if math.isfinite(x)]
-    return float(fn(xs)) if xs else float("nan")
+def _prompts(prompts: list[str] | None, cfg: CalibrationConfig) -> tuple[list[str], list[str]]:
+    """Calibration prompts and held-out prompts (neutral prompts not among them)."""
+    pool = data.load_neutral_prompts()
+    cal = list(prompts) if prompts else pool[: cfg.n_prompts]
+    rest = [p for p in pool if p not in cal][: cfg.n_heldout]
+    if len(rest) < cfg.n_heldout:
+        raise EmosaeError(f"only {len(rest)} neutral prompts are left for {cfg.n_heldout} held out")
+    return cal, rest
 
 
-@torch.no_grad()
-def _kl_at_reply(model: Any, vec: Any, tokens: torch.Tensor, strength: float) -> float:
-    toks = tokens[None].to(model.cfg.device)
-    base = model(toks)[0, -1].float().log_softmax(-1)
-    with vec.apply(model, strength, from_pos=len(tokens) - 1):
-        steered = model(toks)[0, -1].float().log_softmax(-1)
-    return float((base.exp() * (base - steered)).sum())
+def _sweep(model: Any, vec: SteeringVector, prompts: list[str], cfg: CalibrationConfig):
+    """One layer: the sweep, its recommended strength and the readout shift there."""
+    sr = steered_replies(
+        model, vec, prompts, list(cfg.strengths), max_new_tokens=cfg.max_new_tokens
+    )
+    ratio, kl = sr.ppl_ratio().tolist(), sr.kl_per_token().tolist()
+    rec = recommend(sr.strengths, ratio, cfg.budget, kl, cfg.kl_budget)
+    shift = sr.shift("readout", rec)["mean"] if rec is not None else -math.inf
+    return sr, rec, shift
 
 
 def calibrate(
-    vec: Any, model: Any, prompts: list[str] | None = None, cfg: CalibrationConfig | None = None
+    vec: SteeringVector,
+    model: Any,
+    prompts: list[str] | None = None,
+    cfg: CalibrationConfig | None = None,
+    *,
+    candidates: dict[int, SteeringVector] | None = None,
 ) -> Calibration:
-    """Sweep `vec`'s strength on `model` (see the module docstring)."""
-    from emosae.lm.chat import chat_reply, render_chat, reply_perplexity
-    from emosae.reading.trace import Basis
-
+    """Calibrate `vec` (see the module docstring). `candidates` ({layer: vector}, each
+    read like `vec`) are the layers to choose among; default: `vec`'s own only."""
     cfg = cfg or CalibrationConfig()
-    prompts = prompts or data.load_neutral_prompts()[: cfg.n_prompts]
-    hook = vec.hook_name  # one-line error for a multi-hook vector
-    strengths = sorted(set(cfg.strengths) | {0.0})
-    chats = [render_chat(model, p) for p in prompts]
-    basis = Basis.single(vec)
-    rows = {}
-    for s in strengths:
-        replies = []
-        for p, chat in zip(prompts, chats, strict=True):
-            with vec.apply(model, s, from_pos=len(chat.tokens) - 1):
-                replies.append(chat_reply(model, p, max_new_tokens=cfg.max_new_tokens))
-        rows[s] = {
-            "replies": replies,
-            "readout": float(_reply_readout(model, basis, replies).mean()),
-            "valence": [text_norms(r)[0] for r in replies],
-            "ppl": _nan(
-                np.nanmedian,
-                [reply_perplexity(model, p, r) for p, r in zip(prompts, replies, strict=True)],
-            ),
-            "kl": float(np.mean([_kl_at_reply(model, vec, c.tokens, s) for c in chats])),
-        }
-    ref = rows[0.0]
-    ratio = [rows[s]["ppl"] / ref["ppl"] for s in strengths]
-    rec = recommend(strengths, ratio, cfg.budget)
-    per_prompt = [rows[s]["valence"] for s in strengths]
+    cal_prompts, held = _prompts(prompts, cfg)
+    _ = vec.hook_name  # one-line error for a multi-hook vector
+    options = candidates or {vec.layer: vec}
+    tried = {layer: _sweep(model, v, cal_prompts, cfg) for layer, v in options.items()}
+    layer = max(tried, key=lambda L: (tried[L][2], L == vec.layer))
+    sr, rec, _ = tried[layer]
+    chosen = options[layer]
+    rows = {
+        str(L): {"hook": options[L].hook_name, "recommended": r, "readout_shift": sh}
+        for L, (_, r, sh) in tried.items()
+    }
+    report = _heldout(model, chosen, held, rec, cfg) if rec is not None and held else None
     return Calibration(
         concept=vec.concept,
         source=vec.source,
-        hook=hook,
-        strengths=strengths,
-        readout=[rows[s]["readout"] - ref["readout"] for s in strengths],
-        valence=[_nan(np.mean, v) for v in per_prompt],
-        ppl_ratio=ratio,
-        kl=[rows[s]["kl"] for s in strengths],
+        hook=chosen.hook_name,
+        layer=layer,
+        strengths=sr.strengths,
+        readout=(sr.readout - sr.readout[0]).mean(1).tolist(),
+        valence=[float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in sr.valence],
+        ppl_ratio=sr.ppl_ratio().tolist(),
+        kl=sr.kl_per_token().tolist(),
         recommended=rec,
         budget=cfg.budget,
-        replies={str(s): rows[s]["replies"][0] for s in strengths},
-        valence_per_prompt=per_prompt,
-        valence_shift=valence_shift(strengths, per_prompt, rec),
+        replies={str(s): sr.replies[i][0] for i, s in enumerate(sr.strengths)},
+        kl_budget=cfg.kl_budget,
+        layers=rows,
+        heldout=report,
+        valence_shift=report["valence_shift"] if report else None,
     )
 
 
-def _reply_readout(model: Any, basis: Any, replies: list[str]) -> np.ndarray:
-    """The concept's reading of each reply by the unsteered model (the reply as a user
-    turn, read at the token before the model's answer)."""
-    from emosae.lm.chat import render_chat
-    from emosae.lm.hooks import stop_layer
-    from emosae.lm.readout import last_position
-
-    seqs = [render_chat(model, r or ".").tokens for r in replies]
-    acts = last_position(model, seqs, basis.hook, stop_at_layer=stop_layer([basis.hook]))
-    return basis.score(acts, chat=True)[:, 0].numpy()
-
-
-def valence_shift(
-    strengths: list[float], per_prompt: list[list[float]], r: float | None, seed: int = 0
-) -> dict[str, Any] | None:
-    """Paired (per prompt) valence difference between +r and -r, with a percentile
-    bootstrap 95% interval over prompts; None without both strengths or two prompts."""
-    if r is None or -r not in strengths:
-        return None
-    plus, minus = (np.array(per_prompt[strengths.index(x)]) for x in (r, -r))
-    d = (plus - minus)[np.isfinite(plus - minus)]
-    if len(d) < 2:
-        return None
-    lo, hi = mean_ci(d, seed=seed)
-    return {"strength": r, "mean": float(d.mean()), "ci95": [float(lo), float(hi)], "n": len(d)}
+def _heldout(
+    model: Any, vec: SteeringVector, prompts: list[str], r: float, cfg: CalibrationConfig
+) -> dict[str, Any]:
+    """The chosen vector at +-r on held-out prompts."""
+    sr: SteeredReplies = steered_replies(
+        model, vec, prompts, [-r, r], max_new_tokens=cfg.max_new_tokens
+    )
+    ratio, kl = sr.ppl_ratio(), sr.kl_per_token()
+    at = {"+r": sr.row(r), "-r": sr.row(-r)}
+    return {
+        "n_prompts": len(prompts),
+        "strength": r,
+        "readout_shift": sr.shift("readout", r),
+        "readout_shift_minus": sr.shift("readout", -r),
+        "success": sr.success(r),
+        "valence_shift": {"strength": r, **sr.shift("valence", r, -r)},
+        "ppl_ratio": {k: float(ratio[i]) for k, i in at.items()},
+        "kl_per_token": {k: float(kl[i]) for k, i in at.items()},
+        "replies": {k: sr.replies[i][0] for k, i in {**at, "0": sr.row(0.0)}.items()},
+    }
 
 
 def save_calibrations(

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
@@ -16,16 +17,8 @@ from emosae.core.layout import CacheFiles, LabelFiles, ProbeFiles, SAEFiles
 from emosae.core.provenance import code_version
 from emosae.data.concepts import ConceptSet
 from emosae.features.contexts import top_cache_contexts, top_story_contexts
-from emosae.features.labels import (
-    LabelConfig,
-    assign_labels,
-    fdr_summary,
-    label_rule,
-    logit_lens,
-    permutation_null,
-    score_features,
-    story_feature_acts,
-)
+from emosae.features.labels import LabelConfig, label_stories, logit_lens, story_feature_acts
+from emosae.features.style import StyleCovariates, covariates_from_ids, story_topic
 from emosae.lm.hooks import hook_layer
 from emosae.probes.vectors import story_tokens
 from emosae.sae.reader import ActivationCache
@@ -56,6 +49,34 @@ def check_fits_model(sae: Any, hook: str, model: Any, where: Any) -> None:
         )
 
 
+def story_style(
+    tensors: dict[str, Any], story_ids: list[str], concept_S: list[str], model: Any
+) -> StyleCovariates:
+    """Surface covariates of the read stories (`emosae.features.style`): their read
+    tokens decoded with the model's tokenizer, lengths, and topics from the story ids."""
+    topics = [story_topic(i, c) for i, c in zip(story_ids, concept_S, strict=True)]
+    return covariates_from_ids(
+        tensors["story_token_ids"].tolist(),
+        tensors["story_token_lens"].tolist(),
+        topics,
+        model.tokenizer.decode,
+    )
+
+
+def _score_tensors(
+    mean_SF: Tensor, scores: dict[str, np.ndarray], style: StyleCovariates
+) -> dict[str, Tensor]:
+    """scores.safetensors: story activations, every score, and the style covariates and
+    topic codes of the stories (so the threshold grid can be redone without a model)."""
+    tensors = {k: torch.from_numpy(np.nan_to_num(v)).float() for k, v in scores.items()}
+    return {
+        "story_feature_mean": mean_SF.contiguous(),
+        **tensors,
+        "style_covariates": torch.from_numpy(style.z_SK).float(),
+        "story_topic": torch.from_numpy(style.topic_S).long(),
+    }
+
+
 def label_features(
     probes: ProbeFiles | None,
     sae_files: SAEFiles,
@@ -83,11 +104,10 @@ def label_features(
     lab = acts.labels
     groups = [lab.groups[g] for g in lab.group_of.tolist()]
     mean_SF, freq_SF = story_feature_acts(sae, t["story_token_acts"], t["story_token_lens"])
-    scores = score_features(mean_SF, freq_SF, lab.y, lab.heldout, len(lab.concepts))
-    result = assign_labels(scores, lab.concepts, groups, cfg)
-    if cfg.permutations:
-        null = permutation_null(mean_SF, lab.y, lab.heldout, len(lab.concepts), cfg)
-        result["null"] = fdr_summary(label_rule(scores, cfg), null, lab.concepts)
+    style = story_style(t, meta["story_ids"], [lab.concepts[e] for e in lab.y.tolist()], model)
+    result, scores = label_stories(
+        mean_SF, freq_SF, lab.y, lab.heldout, lab.concepts, groups, cfg, style
+    )
     feats = sorted(result["features"])
     lens = logit_lens(sae.W_dec.detach(), model, feats)
     ctxs = {}
@@ -122,8 +142,7 @@ def label_features(
         concept_set=meta.get("concept_set", {"name": "emotions"}),
         code_version=code_version(),
     )
-    tensors = {k: torch.from_numpy(np.nan_to_num(v)).float() for k, v in scores.items()}
-    io.save_tensors(out.scores, {"story_feature_mean": mean_SF.contiguous(), **tensors})
+    io.save_tensors(out.scores, _score_tensors(mean_SF, scores, style))
     io.write_json(out.labels, result)
     folders.seal(out.dir, "labels")
     return result

@@ -92,6 +92,19 @@ def right_pad(seqs: Sequence[Tensor], pad: int) -> Int[Tensor, "batch pos"]:
     return toks
 
 
+def left_pad(seqs: Sequence[Tensor], pad: int) -> tuple[Tensor, Tensor]:
+    """Stack 1-D token tensors left-padded with `pad`, so that all end at the same
+    position (a batch of prompts whose next token is the reply's first), and the
+    attention mask (0 on padding). TransformerLens's `generate(..., padding_side="left")`
+    masks the leading pads itself; a forward needs the mask passed."""
+    width = max(len(s) for s in seqs)
+    toks = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        toks[i, width - len(s) :], mask[i, width - len(s) :] = s, 1
+    return toks, mask
+
+
 def right_pad_mask(seqs: Sequence[Tensor]) -> Int[Tensor, "batch pos"]:
     """The attention mask of `right_pad(seqs, ...)`: 1 on real tokens, 0 on padding.
     Passing it explicitly keeps a pad id that is also a real token (EOS is `<|im_end|>`

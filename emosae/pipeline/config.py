@@ -30,6 +30,9 @@ class CalibrateConfig:
     emotions: tuple[str, ...] = STEERED_EMOTIONS
     kinds: tuple[Literal["probe", "sae"], ...] = ("probe", "sae")
     sweep: CalibrationConfig = field(default_factory=CalibrationConfig)
+    layers: tuple[int, ...] = ()
+    """Probe layers each probe vector may steer at (chosen per concept on the calibration
+    prompts); empty: the run's layer only. SAE vectors steer at the SAE's layer."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _smoke() -> RunConfig:
         calibrate=CalibrateConfig(
             emotions=("happy",),
             kinds=("probe",),
-            sweep=CalibrationConfig(strengths=(-0.4, 0.4), n_prompts=2, max_new_tokens=8),
+            sweep=CalibrationConfig(strengths=(0.4,), n_prompts=2, n_heldout=2, max_new_tokens=8),
         ),
         experiments=ExperimentConfig(
             preference_pairs=48,

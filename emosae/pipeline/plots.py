@@ -208,6 +208,41 @@ def steering_calibration(L: RunLayout) -> Any:
     return fig
 
 
+def steering_summary_figure(cal: dict[str, Any], kind: str = "probe") -> Any:
+    """Per calibrated vector, on held-out prompts: readout shift at +r with its interval,
+    and success rate with its interval; the layer and strength in the labels."""
+    from emosae.experiments.steering_summary import summary_rows
+
+    rows = [r for r in summary_rows(cal, kind) if r["strength"] is not None]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r["readout_shift"])
+    y = np.arange(len(rows))
+    fig, axes = _plt().subplots(1, 2, figsize=(10, 0.2 * len(rows) + 1.4), sharey=True)
+    for ax, key, title, ref in (
+        (axes[0], "readout", "readout shift, +r vs unsteered (z)", 0.0),
+        (axes[1], "success", "success rate (+r reply reads higher)", 0.5),
+    ):
+        mean = np.array([r["readout_shift" if key == "readout" else "success"] for r in rows])
+        ci = np.array([r[f"{key}_ci95"] or [m, m] for r, m in zip(rows, mean, strict=True)])
+        ax.errorbar(mean, y, xerr=[mean - ci[:, 0], ci[:, 1] - mean], fmt="o", ms=3, lw=0.8)
+        ax.axvline(ref, color="grey", ls="--", lw=0.8)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(
+        y, [f"{r['concept']} L{r['layer']} {r['strength']:+.2g}" for r in rows], fontsize=6
+    )
+    fig.suptitle(
+        f"{kind} vectors at their calibrated layer and strength, held-out prompts", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def steering_summary(L: RunLayout) -> Any:
+    cal = _load(L.calibrate.calibration)
+    return steering_summary_figure(cal, "probe") if cal else None
+
+
 def concept_traces(L: RunLayout) -> Any:
     tr = _load(L.experiments.result("traces"))
     if not tr:
@@ -235,6 +270,7 @@ PLOTS: tuple[Callable[[RunLayout], Any], ...] = (
     preferences,
     steered_generation,
     steering_calibration,
+    steering_summary,
     pressure,
     concept_traces,
 )

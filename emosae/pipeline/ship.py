@@ -60,3 +60,46 @@ def seal_checkpoint(to: RunLayout) -> None:
         if getattr(to, kind).dir.exists():
             folders.seal(getattr(to, kind).dir, kind)
     folders.seal(to.root, "checkpoint")
+
+
+def renew(
+    dest: str | Path,
+    command: str,
+    *,
+    labels: str | Path | None = None,
+    calibrations: list[str | Path] = (),
+) -> Path:
+    """Replace a checkpoint's feature labels and/or its calibration with files made on
+    copies of it (`emosae labels --sae <checkpoint>/sae --out ...`, `emosae steer
+    --calibrate --save --directions <copy>`; several calibration files, made in
+    parallel, are merged concept by concept), keeping its SAE and probe vectors. The
+    provenance records the command and code version; every folder is sealed again, and
+    the checkpoint is replaced in one rename."""
+    dest = Path(dest)
+    folders.verify(dest)
+    for src in [labels, *calibrations]:
+        if src is not None and not Path(src).is_file():
+            raise EmosaeError(f"no such file: {src}")
+    merged = None
+    if calibrations:
+        merged = {}
+        for src in calibrations:
+            for kind, recs in io.read_json(src).items():
+                merged[kind] = {**merged.get(kind, {}), **recs} if kind != "config" else recs
+    parts = {"labels": labels, "calibrate": merged}
+    with io.atomic_dir(dest) as tmp:
+        shutil.copytree(dest, tmp, dirs_exist_ok=True)
+        to = RunLayout(tmp)
+        if labels is not None:
+            shutil.copy(labels, to.labels.labels)
+        if merged is not None:
+            to.calibrate.dir.mkdir(exist_ok=True)
+            io.write_json(to.calibrate.calibration, merged)
+        prov = io.read_json(to.provenance)
+        done = [n for n, s in parts.items() if s is not None]
+        prov.setdefault("renewed", []).append(
+            {"command": command, "code_version": code_version(), "parts": done}
+        )
+        io.write_json(to.provenance, prov)
+        seal_checkpoint(to)
+    return dest

@@ -142,19 +142,23 @@ def _experiments(ctx: StageContext) -> None:
 
 def _calibrate(ctx: StageContext) -> None:
     from emosae.experiments.calibration import calibrate, save_calibrations
-    from emosae.steering.directions import load_directions
+    from emosae.steering.directions import load_directions, steering_candidates
 
     c, lay = ctx.cfg.calibrate, ctx.layout
     by_kind = {}
     for kind in c.kinds:
         vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer)
+        layers = list(c.layers) if kind == "probe" else []
+        cands = steering_candidates(lay.root, layers) if layers else {}
         absent = [e for e in c.emotions if e not in vecs]
         if absent:
             logger.info(
                 "  calibrate %s: %s not in the concept set, skipped", kind, ", ".join(absent)
             )
         by_kind[kind] = [
-            calibrate(vecs[e], ctx.model(), cfg=c.sweep) for e in c.emotions if e in vecs
+            calibrate(vecs[e], ctx.model(), cfg=c.sweep, candidates=cands.get(e))
+            for e in c.emotions
+            if e in vecs
         ]
     save_calibrations(lay, by_kind, c.sweep, merge=False)  # this run's calibrations only
 

@@ -43,6 +43,20 @@ from emosae.lm.readout import last_position
 from emosae.steering.vector import SteeringVector
 
 
+def read_hook(vec: SteeringVector) -> str:
+    """Where `vec`'s concept is read: its readout's own hook (a vector calibrated to
+    steer at another layer), else the hook it steers."""
+    return vec.readout.hook if vec.readout and vec.readout.hook else vec.hook_name
+
+
+def read_unit(vec: SteeringVector) -> Tensor:
+    """The unit direction read at `read_hook(vec)`."""
+    if vec.readout is not None and vec.readout.unit is not None:
+        return vec.readout.unit
+    d = vec.direction
+    return d / d.norm().clamp_min(1e-12)
+
+
 @dataclass(frozen=True)
 class Basis:
     """Unit directions of several concepts on one hook, with their readout reference:
@@ -63,7 +77,7 @@ class Basis:
         vecs = list(directions.values()) if isinstance(directions, Mapping) else list(directions)
         if not vecs:
             raise EmosaeError("no directions to read")
-        hooks = {v.hook_name for v in vecs}
+        hooks = {read_hook(v) for v in vecs}
         if len(hooks) > 1:
             raise EmosaeError(f"directions on several hooks ({', '.join(sorted(hooks))}); read one")
         ref = vecs[0].readout
@@ -78,9 +92,9 @@ class Basis:
                 raise EmosaeError(f"{v.concept} was not fitted against the same centre")
         chat = ref.chat_center if ref.chat_center is not None else ref.center
         return cls(
-            vecs[0].hook_name,
+            hooks.pop(),
             [v.concept for v in vecs],
-            torch.stack([v.direction / v.direction.norm().clamp_min(1e-12) for v in vecs]),
+            torch.stack([read_unit(v) for v in vecs]),
             ref.center,
             float(ref.scale),
             int(ref.skip),

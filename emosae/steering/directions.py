@@ -4,6 +4,7 @@ path, the defaults shipped for the default model (inside the installed package).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from emosae.core.layout import (
 )
 from emosae.core.log import logger
 from emosae.features.labels import load_labels
-from emosae.lm.hooks import hook_layer, resid_hook
+from emosae.lm.hooks import block_layer, hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
 from emosae.steering.vector import ReadoutRef, SteeringVector
 
@@ -49,11 +50,56 @@ def load_directions(
     root = Path(path) if path is not None else shipped_checkpoint()
     if kind == "probe":
         vecs = _probe_directions(root, layer, method)
+        if layer is None:  # each at the layer its calibration chose to steer at
+            vecs = _at_calibrated_layers(vecs, root, method)
     elif kind == "sae":
         vecs = _sae_directions(root, sae_dir, probe_dir)
     else:
         raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
     return with_calibrated_strengths(vecs, RunLayout(root), kind)
+
+
+def steering_candidates(
+    path: str | Path | None, layers: list[int], method: Literal["diffmean", "logistic"] = "diffmean"
+) -> dict[str, dict[int, SteeringVector]]:
+    """{concept: {layer: vector}}: each concept's probe vector at each of `layers`, all
+    carrying the readout of the folder's reading layer (so their effects on a reply are
+    measured in the same units, wherever they steer)."""
+    root = Path(path) if path is not None else shipped_checkpoint()
+    readers = _probe_directions(root, None, method)
+    by_layer = {L: _probe_directions(root, L, method) for L in layers}
+    return {e: {L: _reading_like(by_layer[L][e], r) for L in layers} for e, r in readers.items()}
+
+
+def _reading_like(vec: SteeringVector, reader: SteeringVector) -> SteeringVector:
+    """`vec` (steering where it is) read as `reader` reads."""
+    if vec.hook_name == reader.hook_name or reader.readout is None:
+        return vec.with_readout(reader.readout)
+    ref = replace(reader.readout, hook=reader.hook_name, unit=reader.direction)
+    return vec.with_readout(ref)
+
+
+def _at_calibrated_layers(
+    vecs: dict[str, SteeringVector], root: Path, method: str
+) -> dict[str, SteeringVector]:
+    """Each vector moved to the layer its calibration (the user's, else the folder's)
+    chose to steer at; it keeps reading where it read."""
+    layout = RunLayout(root)
+    found = [user_calibrations(layout)[1].get("probe", {}), calibrations(layout).get("probe", {})]
+    want = {}
+    for e, v in vecs.items():
+        c = next((c for c in (f.get(e) for f in found) if _same_source(c, v)), None)
+        hook = c.get("hook") if c else None
+        if isinstance(hook, str) and hook != v.hook_name and block_layer(hook) is not None:
+            want[e] = block_layer(c["hook"])
+    if not want:
+        return vecs
+    other = {L: _probe_directions(root, L, method) for L in set(want.values())}
+    return {e: _reading_like(other[want[e]][e], v) if e in want else v for e, v in vecs.items()}
+
+
+def _same_source(c: Any, v: SteeringVector) -> bool:
+    return isinstance(c, dict) and c.get("source") == v.source
 
 
 def calibrations(layout: RunLayout) -> dict[str, Any]:
@@ -87,16 +133,16 @@ def with_calibrated_strengths(
     mine = mine.get(kind, {})
     out = {}
     for e, v in vecs.items():
-        c = next((c for c in (mine.get(e), cal.get(e)) if _fits(c, v)), None)
+        c = next((c for c in (mine.get(e), cal.get(e)) if fits_calibration(c, v)), None)
         if c is not None and c is mine.get(e):
             logger.info("%s (%s): your calibrated strength from %s", e, kind, where)
         out[e] = v.with_default_strength(c["recommended"]) if c else v
     return out
 
 
-def _fits(c: Any, v: SteeringVector) -> bool:
+def fits_calibration(c: Any, v: SteeringVector) -> bool:
     """A calibration entry made for this vector (its source and hook)."""
-    return isinstance(c, dict) and c.get("source") == v.source and c.get("hook") == v.hook_name
+    return _same_source(c, v) and c.get("hook") == v.hook_name
 
 
 def _probe_directions(root: Path, layer: int | None, method: str) -> dict[str, SteeringVector]:

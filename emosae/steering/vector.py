@@ -12,12 +12,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -27,6 +27,10 @@ from emosae.core.errors import EmosaeError
 from emosae.core.layout import vector_files
 from emosae.core.log import logger
 from emosae.lm.hooks import block_layer, hook_layer
+from emosae.steering.readout_ref import ReadoutRef
+
+Positions = Literal["reply", "all"]
+POSITIONS = get_args(Positions)
 
 _LEVELS = itertools.count(1_000_000)  # private hook levels, so removal touches only ours
 
@@ -41,83 +45,6 @@ emotion."""
 
 def _frozen(m: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(m))
-
-
-def _private(t: Tensor | None, width: int, what: str) -> Tensor | None:
-    if t is None:
-        return None
-    if t.shape != (width,) or not torch.isfinite(t).all():
-        raise EmosaeError(f"{what} must be a finite [{width}] vector, got {tuple(t.shape)}")
-    out = t.detach().float().cpu().clone()
-    out.requires_grad_(False)
-    return out
-
-
-def _positive(x: Any, what: str) -> None:
-    if x is not None and not (isinstance(x, int | float) and 0 < x < float("inf")):
-        raise EmosaeError(f"{what} must be finite and positive, not {x!r}")
-
-
-@dataclass(frozen=True, eq=False)
-class ReadoutRef:
-    """Where a direction is read from and in what units (see `emosae.reading`).
-
-    Plain text: `(x - center) . unit / scale`, averaged from token `skip` on; `center` is
-    the centre the probe was fitted against and `scale` the within-concept spread of
-    story readings (shared by a folder's concepts, so rankings are the probe's).
-    Conversations: `(x - chat_center) . unit / chat_scale`, a z-score against neutral
-    prompts read at the same position (the token before the assistant's reply)."""
-
-    center: Tensor
-    scale: float
-    skip: int = 0
-    chat_center: Tensor | None = None
-    chat_scale: float | None = None
-
-    TENSORS = ("center", "chat_center")
-
-    def check(self, width: int) -> None:
-        for name in self.TENSORS:
-            object.__setattr__(self, name, _private(getattr(self, name), width, name))
-        if self.center is None:
-            raise EmosaeError("a readout reference needs a centre")
-        _positive(self.scale, "read scale")
-        _positive(self.chat_scale, "chat read scale")
-        if not (isinstance(self.skip, int) and self.skip >= 0):
-            raise EmosaeError(f"read skip must be an integer >= 0, not {self.skip!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"scale": self.scale, "skip": self.skip, "chat_scale": self.chat_scale}
-
-    def tensors(self) -> dict[str, Tensor]:
-        return {
-            f"__{n}__": getattr(self, n).contiguous()
-            for n in self.TENSORS
-            if getattr(self, n) is not None
-        }
-
-    @classmethod
-    def from_saved(
-        cls, meta: dict[str, Any] | None, tensors: dict[str, Tensor], where: Path
-    ) -> ReadoutRef | None:
-        """Pops the reference's tensors from `tensors` (a saved vector's file)."""
-        saved = {n: tensors.pop(f"__{n}__", None) for n in cls.TENSORS}
-        if meta is None:
-            if any(v is not None for v in saved.values()):
-                raise EmosaeError(f"{where}: readout tensors without a readout record")
-            return None
-        if saved["center"] is None:
-            raise EmosaeError(f"{where}: the readout centre is missing")
-        try:
-            return cls(
-                saved["center"],
-                meta["scale"],
-                meta["skip"],
-                saved["chat_center"],
-                meta["chat_scale"],
-            )
-        except (KeyError, TypeError):
-            raise EmosaeError(f"{where}: malformed readout record {meta!r}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +73,10 @@ class SteeringVector:
     readout: ReadoutRef | None = None
     """Where and in what units `emosae.read` reads this direction (probe folders record
     it); None for a combination or a bare direction."""
+    positions: Positions = "reply"
+    """Where `apply` steers by default, as calibration measured it: "reply" steers the
+    last prompt token and every token generated after it (the reply); "all" steers
+    every position, the prompt included."""
 
     def __post_init__(self):
         vecs = {}
@@ -166,6 +97,8 @@ class SteeringVector:
             raise EmosaeError("all directions of a steering vector must have the same width")
         if self.readout is not None:
             self.readout.check(next(iter(vecs.values())).shape[0])
+        if self.positions not in POSITIONS:
+            raise EmosaeError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
         ds = self.default_strength
         if ds is not None and not (isinstance(ds, int | float) and math.isfinite(ds)):
             raise EmosaeError(f"default_strength must be a finite number or None, not {ds!r}")
@@ -243,6 +176,7 @@ class SteeringVector:
             f"({self.source} {op} {other.source})",
             self.model,
             norms,
+            positions=self.positions,
         )
 
     def __add__(self, other: SteeringVector) -> SteeringVector:
@@ -260,6 +194,7 @@ class SteeringVector:
             self.source,
             self.model,
             self.mean_norms,
+            positions=self.positions,
         )
 
     __rmul__ = __mul__
@@ -289,58 +224,59 @@ class SteeringVector:
     def apply(
         self,
         model: Any,
-        strength: float | None = None,
+        strength: float | Sequence[float] | None = None,
         *,
         relative: bool = True,
-        from_pos: int = 0,
+        positions: Positions | None = None,
+        from_pos: int | None = None,
         to_pos: int | None = None,
     ) -> Iterator[Any]:
         """Add the vector while the block runs (forward passes and `model.generate`,
-        with or without its KV cache), at positions from `from_pos` up to (not
-        including) `to_pos` (default: all later positions). Other hooks on the model
-        are untouched; ours are removed on exit, also when the body raises.
+        with or without its KV cache). Other hooks on the model are untouched; ours are
+        removed on exit, also when the body raises.
 
-        Position bookkeeping: a forward over more than one token starts a new sequence;
-        single-token forwards (KV-cache decoding) continue it. With no `strength`, the
-        vector's calibrated `default_strength` is used."""
-        if strength is None:
-            if self.default_strength is None:
-                raise EmosaeError(
-                    f"{self.concept} ({self.source}) has no calibrated default strength; pass "
-                    "strength=..., or calibrate it: "
-                    "vec.with_default_strength(emosae.calibrate(vec, model).recommended)"
-                )
-            strength = self.default_strength
-        self._check_fits(model, strength)
-        if relative and abs(strength) > MAX_STRENGTH:
-            logger.warning(
-                "strength %g is beyond any sane strength (|s| <= %g); expect noise, not %s",
-                strength,
-                MAX_STRENGTH,
-                self.concept,
-            )
-        added = {h: self.scaled(h, strength, relative) for h in self.vectors}
-        seen: dict[str, int] = {}
+        Where: `positions` (default: the vector's own, "reply", as calibration measured
+        it) or explicit token positions `from_pos` up to (not including) `to_pos`. A
+        forward over more than one token starts a new sequence; single-token forwards
+        (KV-cache decoding) continue it. "reply" steers the last token of the sequence's
+        first forward (the last prompt token, which predicts the reply's first token) and
+        every later decoded token: exactly the reply, when generating with a KV cache
+        (`chat_reply`, `model.generate`). A forward over a whole prompt + reply steers
+        only its last token in "reply" mode; pass `from_pos` there.
+
+        How much: `strength` (default: the calibrated `default_strength`), or one
+        strength per batch row (a sequence as long as the batch)."""
+        strength = self._strength(strength, relative)
+        pos = positions or self.positions
+        if pos not in POSITIONS:
+            raise EmosaeError(f"positions must be one of {POSITIONS}, not {pos!r}")
+        self._check_fits(model, max(strength, key=abs))
+        rows = torch.tensor(strength, dtype=torch.float32).reshape(-1, 1, 1)
+        unit = {h: self.scaled(h, 1.0, relative) for h in self.vectors}
+        seen: dict[str, tuple[int, int]] = {}  # hook -> (tokens seen, first steered)
         level = next(_LEVELS)
 
         def make(h: str):
-            vec = added[h]
-
             def hook(x: Tensor, hook: Any) -> Tensor:
                 n = x.shape[1]
-                if n > 1:
-                    seen[h] = 0
-                start = seen.get(h, 0)
-                seen[h] = start + n
-                if strength == 0:
-                    return x
-                v = vec.to(device=x.device, dtype=x.dtype)
-                first = max(from_pos - start, 0)
+                if n > 1 or h not in seen:
+                    anchor = from_pos if from_pos is not None else 0
+                    if from_pos is None and pos == "reply":
+                        anchor = n - 1
+                    seen[h] = (0, anchor)
+                start, anchor = seen[h]
+                seen[h] = (start + n, anchor)
+                first = max(anchor - start, 0)
                 last = n if to_pos is None else min(max(to_pos - start, 0), n)
-                if first >= last:
+                if first >= last or not rows.any():
                     return x
+                if len(rows) not in (1, x.shape[0]):
+                    raise EmosaeError(
+                        f"{len(rows)} strengths for a batch of {x.shape[0]} sequences"
+                    )
+                add = (rows * unit[h]).to(device=x.device, dtype=x.dtype)
                 x = x.clone()
-                x[:, first:last] += v
+                x[:, first:last] += add
                 return x
 
             return hook
@@ -352,6 +288,28 @@ class SteeringVector:
         finally:
             for h in self.vectors:
                 model.hook_dict[h].remove_hooks("fwd", level=level)
+
+    def _strength(self, strength: float | Sequence[float] | None, relative: bool) -> list[float]:
+        """The strength(s) to add, as a list (one, or one per batch row), checked."""
+        if strength is None:
+            if self.default_strength is None:
+                raise EmosaeError(
+                    f"{self.concept} ({self.source}) has no calibrated default strength; pass "
+                    "strength=..., or calibrate it: "
+                    "vec.with_default_strength(emosae.calibrate(vec, model).recommended)"
+                )
+            strength = self.default_strength
+        out = [strength] if isinstance(strength, int | float) else list(strength)
+        if not out or not all(isinstance(s, int | float) and math.isfinite(s) for s in out):
+            raise EmosaeError(f"strength must be a finite number, not {strength!r}")
+        if relative and any(abs(s) > MAX_STRENGTH for s in out):
+            logger.warning(
+                "strength %g is beyond any sane strength (|s| <= %g); expect noise, not %s",
+                max(out, key=abs),
+                MAX_STRENGTH,
+                self.concept,
+            )
+        return [float(s) for s in out]
 
     @property
     def d_model(self) -> int:
@@ -393,6 +351,7 @@ class SteeringVector:
             "hooks": list(self.vectors),
             "norms": {h: float(v.norm()) for h, v in self.vectors.items()},
             "default_strength": self.default_strength,
+            "positions": self.positions,
             "readout": self.readout.to_json() if self.readout else None,
         }
         tensors = {h: v.contiguous() for h, v in self.vectors.items()}
@@ -415,7 +374,7 @@ class SteeringVector:
             hooks, norms = list(meta["hooks"]), meta.get("norms", {})
             name = compat.key(meta, "concept", "emotion")
             args = (name, meta["source"], meta["model"], meta.get("mean_norms", {}))
-            args += (meta.get("default_strength"), ref)
+            args += (meta.get("default_strength"), ref, meta.get("positions", "reply"))
         except (KeyError, TypeError):
             raise EmosaeError(f"{js} lacks concept, source, model or hooks") from None
         if sorted(tensors) != sorted(hooks):

@@ -6,17 +6,16 @@ Generation: greedy by default (sampled with `temperature` > 0 from seed 0, as
 at the end of the turn; the tokens are those `chat_reply` returns (tested). Steering
 hooks live only inside each forward: every step enters the vectors' `apply` contexts and
 leaves them before its token is handed out, so a generator abandoned between two steps
-(a client that went away) leaves no hook on the model. Steering starts at the last
-prompt token, as `emosae steer` does: the prompt's forward steers from
-`from_pos = len(prompt) - 1`, and every later one-token forward lies past that point.
+(a client that went away) leaves no hook on the model. Steering covers the
+vector's own positions, as calibration measured them and `emosae steer` applies them
+("reply": the prompt's last token, then every decoded token).
 
 Slider ranges. A calibrated vector (the user's own calibration of a shipped vector, else
 its folder's `calibrate/`, for the same kind, source and hook: the record
 `load_directions` takes its default strength from) slides over
-its calibrated safe range: from the most negative swept strength such that every swept
-strength between it and 0 keeps the steered/unsteered perplexity ratio within the
-calibration's budget, to the recommended strength (the default mark); the same rule as
-`emosae.experiments.calibration.recommend`, on both signs. An uncalibrated vector slides
+its calibrated safe range, -r to r with r the recommended strength (the default mark),
+by `emosae.experiments.calibration.recommend` (records of emosae 0.2, which swept both
+signs, walk each sign). An uncalibrated vector slides
 over `FALLBACK_RANGE` (the extremes of the default calibration sweep) with no mark.
 
 Not done here: batching several users (one generation runs at a time; see `server`).
@@ -36,7 +35,12 @@ import torch
 from emosae.core.errors import EmosaeError
 from emosae.core.layout import RunLayout, shipped_checkpoint
 from emosae.lm.chat import ChatTokens, Message, check_fits_context, render_chat, stop_token_ids
-from emosae.steering.directions import calibrations, load_directions, user_calibrations
+from emosae.steering.directions import (
+    calibrations,
+    fits_calibration,
+    load_directions,
+    user_calibrations,
+)
 from emosae.steering.vector import SteeringVector
 from emosae.studio.readings import Features, read_conversation
 
@@ -62,28 +66,20 @@ class Slider:
         return asdict(self)
 
 
-def _reach(strengths: Sequence[float], ratio: Sequence[float], budget: float) -> float:
-    """The largest positive strength reached from 0 without a ratio over `budget` (nan
-    breaks it too), as `emosae.experiments.calibration.recommend` walks; 0 if none."""
-    best = 0.0
-    for s, r in sorted(zip(strengths, ratio, strict=True)):
-        if s <= 0:
-            continue
-        if not r <= budget:
-            break
-        best = s
-    return best
-
-
 def safe_range(cal: Mapping[str, Any]) -> tuple[float, float]:
     """(lo, hi) of a calibration record: the strengths reached from 0 on each side
-    without leaving the perplexity budget (0 on a side where even the smallest breaks it)."""
+    without leaving its budgets, by the calibration's own rule (0 on a side where even
+    the smallest breaks it). A record that swept only positive strengths (emosae >= 0.3)
+    is symmetric: the held-out report checks -r too."""
+    from emosae.experiments.calibration import recommend
+
     s, ratio, budget = cal["strengths"], cal["ppl_ratio"], cal["budget"]
-    return (-_reach([-x for x in s], ratio, budget) + 0.0, _reach(s, ratio, budget))
-
-
-def _fits(c: Any, v: SteeringVector) -> bool:
-    return isinstance(c, dict) and c.get("source") == v.source and c.get("hook") == v.hook_name
+    kl, kl_budget = cal.get("kl"), cal.get("kl_budget")
+    hi = recommend(s, ratio, budget, kl, kl_budget) or 0.0
+    if not any(x < 0 for x in s):
+        return (-hi + 0.0, hi)
+    neg = [-x for x in s]
+    return (-(recommend(neg, ratio, budget, kl, kl_budget) or 0.0) + 0.0, hi)
 
 
 def sliders(vecs: Mapping[str, SteeringVector], root: Path, kind: str) -> dict[str, Slider]:
@@ -93,7 +89,7 @@ def sliders(vecs: Mapping[str, SteeringVector], root: Path, kind: str) -> dict[s
     found = [user_calibrations(layout)[1].get(kind, {}), calibrations(layout).get(kind, {})]
     out = {}
     for e, v in vecs.items():
-        c = next((c for c in (f.get(e) for f in found) if _fits(c, v)), None)
+        c = next((c for c in (f.get(e) for f in found) if fits_calibration(c, v)), None)
         if c is not None:
             out[e] = Slider(e, *safe_range(c), v.default_strength, True)
         else:
@@ -101,11 +97,12 @@ def sliders(vecs: Mapping[str, SteeringVector], root: Path, kind: str) -> dict[s
     return out
 
 
-def _step(model: Any, toks: torch.Tensor, cache: Any, steer: Sequence, from_pos: int) -> Any:
-    """One forward with the steering hooks on for its duration only."""
+def _step(model: Any, toks: torch.Tensor, cache: Any, steer: Sequence) -> Any:
+    """One forward with the steering hooks on for its duration only, at the vectors' own
+    positions ("reply": the prompt's last token, then each decoded token)."""
     with ExitStack() as stack:
         for vec, strength in steer:
-            stack.enter_context(vec.apply(model, strength, from_pos=from_pos))
+            stack.enter_context(vec.apply(model, strength))
         return model(toks, past_kv_cache=cache)[0, -1]
 
 
@@ -128,7 +125,7 @@ def stream_reply(
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
     stops = set(stop_token_ids(model))
     dev = torch.device(model.cfg.device)
-    logits = _step(model, chat.tokens[None].to(dev), cache, steer, len(chat.tokens) - 1)
+    logits = _step(model, chat.tokens[None].to(dev), cache, steer)
     new: list[int] = []
     said = ""
     for i in range(max_new_tokens):
@@ -146,7 +143,7 @@ def stream_reply(
         else:
             yield ""
         if i + 1 < max_new_tokens:
-            logits = _step(model, torch.tensor([[nxt]], device=dev), cache, steer, 0)
+            logits = _step(model, torch.tensor([[nxt]], device=dev), cache, steer)
 
 
 class Studio:

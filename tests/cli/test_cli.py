@@ -65,8 +65,10 @@ def test_labels_of_an_unknown_sae_is_one_line_error(tmp_path):
     assert not out.exists()
 
 
-def test_layer_sweep_refuses_sae_vectors_and_saving():
-    for extra in (["--kind", "sae"], ["--save"]):
-        r = run("steer", "--calibrate", "--emotion", "happy", "--layers", "5", "14", *extra)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-        assert "--layers sweeps probe vectors" in r.stderr
+def test_layer_choice_refuses_sae_vectors_and_negative_strengths():
+    r = run("steer", "--calibrate", "--emotion", "happy", "--layers", "5", "14", "--kind", "sae")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--layers chooses among probe layers" in r.stderr
+    r = run("steer", "--calibrate", "--emotion", "happy", "--strengths", "-0.2", "0.2")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "both signs are used" in r.stderr

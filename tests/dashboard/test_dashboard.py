@@ -242,8 +242,22 @@ def test_feature_and_index_pages(collected, tmp_path):
     assert "href='index.html'" in page and "<tr class=hit><td>fear</td>" in page
     assert "<script" not in page and "<b>" not in page and "&lt;b&gt;&amp;&#x27;" in page
     assert "Never fires" in feature_page(collected[2], META, files)
-    idx = index_page(collected, META, files)
-    assert idx.index("<h2>fear (1)") < idx.index("<h2>unlabelled (2)")
+    style = FeatureData(
+        index=7,
+        label="style: joy",
+        kind="style",
+        concepts=["joy"],
+        style_covariate="quotes",
+        auroc=[
+            {"concept": "fear", "train": 0.5, "heldout": 0.8},
+            {"concept": "joy", "train": 0.9, "heldout": 0.75},
+        ],
+    )
+    idx = index_page([*collected, style], META, files)
+    assert idx.index("<h2>fear (1)") < idx.index("<h2>style (1)") < idx.index("<h2>unlabelled (2)")
+    # each feature's concept, then the runner-up on held-out stories
+    assert "<td>fear</td><td class=num>0.950</td><td>joy</td><td class=num>0.700</td>" in idx
+    assert "<td>style (quotes)</td><td>joy</td><td class=num>0.750</td><td>fear</td>" in idx
     for f in (0, 1, 2):
         assert f"href='{files.feature(f).name}'" in idx
     assert "id=filter" in idx and "neuronpedia.json" in idx

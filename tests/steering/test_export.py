@@ -51,7 +51,14 @@ def test_layer_zero_and_other_hooks_cannot_be_exported(tmp_path):
 def test_shipped_vector_exports_with_the_models_architecture(tmp_path):
     from emosae.steering.directions import load_directions
 
-    p = export_gguf(load_directions()["calm"], tmp_path / "calm.gguf")
+    calm = load_directions()["calm"]  # at the layer its calibration chose to steer at
+    p = export_gguf(calm, tmp_path / "calm.gguf")
     r = gguf.GGUFReader(str(p))
     assert bytes(field(r, "controlvector.model_hint")).decode() == "llama"
-    assert [(t.name, list(t.shape)) for t in r.tensors] == [("direction.15", [576])]
+    assert [(t.name, list(t.shape)) for t in r.tensors] == [(f"direction.{calm.layer}", [576])]
+    for layer in (8, 20):  # and a probe vector of any other layer
+        v = load_directions(layer=layer)["calm"]
+        r = gguf.GGUFReader(str(export_gguf(v, tmp_path / f"calm{layer}.gguf")))
+        got = np.asarray(r.tensors[0].data)
+        assert r.tensors[0].name == f"direction.{layer}"
+        assert np.allclose(got, (v.direction * v.mean_norms[v.hook_name]).numpy(), atol=1e-5)

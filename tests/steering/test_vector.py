@@ -50,7 +50,7 @@ def test_hook_changes_only_its_layer_and_from_its_layer_on(tiny_model):
     toks = torch.randint(0, 100, (2, 7))
     clean = resid(tiny_model, toks)
     v = vec(hook=H1)
-    with v.apply(tiny_model, 0.5):
+    with v.apply(tiny_model, 0.5, positions="all"):
         steered = resid(tiny_model, toks)
     assert torch.equal(steered["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"])
     # At the steered hook, exactly the scaled vector was added at every position.
@@ -78,7 +78,7 @@ def test_strength_zero_is_exact_noop(tiny_model):
 def test_hook_removed_after_block_even_on_error(tiny_model):
     toks = torch.randint(0, 100, (1, 5))
     clean = tiny_model(toks)
-    with pytest.raises(RuntimeError, match="boom"), vec().apply(tiny_model, 3.0):
+    with pytest.raises(RuntimeError, match="boom"), vec().apply(tiny_model, 3.0, positions="all"):
         assert not torch.allclose(tiny_model(toks), clean)
         raise RuntimeError("boom")
     assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())
@@ -118,7 +118,7 @@ def test_absolute_strength_and_missing_norm(tiny_model):
         pass
     toks = torch.randint(0, 100, (1, 4))
     clean = resid(tiny_model, toks)
-    with v.apply(tiny_model, 3.0, relative=False):
+    with v.apply(tiny_model, 3.0, relative=False, positions="all"):
         st = resid(tiny_model, toks)
     assert torch.allclose(st[H1] - clean[H1], 3.0 * v.direction.expand(1, 4, 32), atol=1e-5)
 
@@ -238,3 +238,62 @@ def test_old_emotion_names_still_read_with_a_warning(tmp_path):
     meta["emotion"] = meta.pop("concept")
     js.write_text(json.dumps(meta))
     assert SteeringVector.load(tmp_path / "calm").concept == "calm"
+
+
+def test_reply_positions_steer_the_last_prompt_token_and_what_is_decoded(tiny_model):
+    """The default ("reply"): a new sequence is steered at its last token only, and
+    every token decoded after it with the KV cache; the same as from_pos=len(prompt)-1."""
+    toks = torch.randint(0, 100, (1, 7))
+    clean = resid(tiny_model, toks)
+    v = vec()
+    assert v.positions == "reply"
+    with v.apply(tiny_model, 1.0):
+        st = resid(tiny_model, toks)
+    added = st[H1] - clean[H1]
+    assert torch.equal(added[:, :6], torch.zeros_like(added[:, :6]))
+    assert torch.allclose(added[:, 6], 10.0 * v.direction[None], atol=1e-5)
+    gen = dict(max_new_tokens=5, do_sample=False, verbose=False, stop_at_eos=False)
+    with v.apply(tiny_model, 2.0):
+        a = tiny_model.generate(toks, use_past_kv_cache=True, **gen)
+    with v.apply(tiny_model, 2.0, from_pos=6):
+        b = tiny_model.generate(toks, use_past_kv_cache=True, **gen)
+    plain = tiny_model.generate(toks, use_past_kv_cache=True, **gen)
+    assert torch.equal(a, b) and not torch.equal(a, plain), (a, plain)
+
+
+def test_one_strength_per_batch_row_equals_each_row_alone(tiny_model):
+    toks = torch.randint(0, 100, (1, 6)).expand(3, 6)
+    v = vec()
+    with v.apply(tiny_model, [0.0, 0.5, -1.0]):
+        rows = tiny_model(toks)
+    for i, s in enumerate([0.0, 0.5, -1.0]):
+        with v.apply(tiny_model, s):
+            assert torch.allclose(rows[i], tiny_model(toks[:1])[0], atol=1e-5)
+    with pytest.raises(EmosaeError, match="2 strengths for a batch of 3"):
+        with v.apply(tiny_model, [0.1, 0.2]):
+            tiny_model(toks)
+    with pytest.raises(EmosaeError, match="finite"):
+        with v.apply(tiny_model, [0.1, float("nan")]):
+            pass
+
+
+def test_positions_and_a_readout_on_its_own_hook_survive_save_and_load(tmp_path):
+    from dataclasses import replace
+
+    from emosae.steering.vector import ReadoutRef
+
+    g = torch.Generator().manual_seed(9)
+    ref = ReadoutRef(
+        torch.randn(32, generator=g), 2.0, 3, None, None, H2, torch.randn(32, generator=g)
+    )
+    v = replace(vec().with_readout(ref), positions="all")
+    v.save(tmp_path / "v")
+    w = SteeringVector.load(tmp_path / "v")
+    assert w.positions == "all" and w.readout.hook == H2 and w.hook_name == H1
+    assert torch.allclose(w.readout.unit, ref.unit) and torch.allclose(
+        w.readout.unit.norm(), torch.tensor(1.0)
+    )
+    with pytest.raises(EmosaeError, match="positions"):
+        replace(v, positions="prompt")
+    with pytest.raises(EmosaeError, match="both the hook and its direction"):
+        vec().with_readout(ReadoutRef(torch.zeros(32), 1.0, 0, None, None, H2, None))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from emosae.core.layout import DashboardFiles, shipped_checkpoint
+from emosae.core.layout import DashboardFiles, RunLayout, shipped_checkpoint
 from emosae.lm.chat import chat_reply, render_chat
 from emosae.studio.session import FALLBACK_RANGE, safe_range, stream_reply
 
@@ -42,6 +42,12 @@ def test_studio_safe_range_walks_out_from_zero_on_each_side():
     assert safe_range(cal) == (0.0, 0.4)
     cal["ppl_ratio"] = [9.0, 9.0, 1.0, float("nan"), 1.0]
     assert safe_range(cal) == (0.0, 0.0)
+    # a positive-only sweep (emosae >= 0.3; the held-out report checks -r): symmetric,
+    # and a KL budget breaks the walk like the perplexity budget
+    cal = {"strengths": [0.0, 0.1, 0.2, 0.3], "ppl_ratio": [1.0, 1.1, 1.5, 1.9], "budget": 2.0}
+    assert safe_range(cal) == (-0.3, 0.3)
+    cal.update(kl=[0.0, 0.01, 0.04, 0.2], kl_budget=0.05)
+    assert safe_range(cal) == (-0.2, 0.2)
     assert FALLBACK_RANGE == (-0.4, 0.4)
 
 
@@ -66,7 +72,7 @@ def test_studio_stream_is_chat_reply_token_by_token_steered_or_not(real_model, v
     assert "".join(pieces).strip() == chat_reply(real_model, msgs, max_new_tokens=N)
     steer = [(vecs["calm"], 0.2)]
     steered = "".join(stream_reply(real_model, chat, steer, max_new_tokens=N)).strip()
-    with vecs["calm"].apply(real_model, 0.2, from_pos=len(chat.tokens) - 1):
+    with vecs["calm"].apply(real_model, 0.2):  # its own positions: from the reply on
         assert steered == chat_reply(real_model, msgs, max_new_tokens=N)
     assert steered != "".join(pieces).strip()
     # a generator left half-way (a client gone) holds no hook between its steps
@@ -109,8 +115,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """The shipped checkpoint as a run, with a dashboard page for every even feature."""
+    from emosae.core import folders, io
+    from emosae.core.layout import RunLayout
+
     run = tmp_path_factory.mktemp("studio") / "run"
     shutil.copytree(shipped_checkpoint(), run)
+    cal = RunLayout(run).calibrate  # blissful uncalibrated here, to show the fallback
+    record = io.read_json(cal.calibration)
+    record["probe"].pop("blissful", None)
+    io.write_json(cal.calibration, record)
+    folders.seal(cal.dir, "calibrate")
+    folders.seal(run, "checkpoint")
     pages = DashboardFiles(run / "dashboard")
     pages.dir.mkdir()
     pages.index.write_text("<html><body><h1>all features</h1></body></html>")
@@ -298,17 +313,22 @@ def test_studio_page_chat_shows_coloured_tokens_and_concept_bars(page, served, r
 
 
 @pytest.mark.real
-def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model, vecs):
+def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model, run_dir):
+    from emosae.steering.directions import calibrations, load_directions
+
+    vecs = load_directions(run_dir)
+    lo, hi = safe_range(calibrations(RunLayout(run_dir))["probe"]["calm"])
+    assert hi > 0 and hi == vecs["calm"].default_strength
     calm = page.locator(".slider input[data-concept='calm']")
-    assert (calm.get_attribute("min"), calm.get_attribute("max")) == ("-0.2", "0.2")
+    assert (calm.get_attribute("min"), calm.get_attribute("max")) == (str(lo), str(hi))
     assert page.locator(".slider[data-concept='calm'] .mark").count() == 1
     page.select_option("#add-concept", "blissful")  # uncalibrated: fallback, no mark
     page.click("#add")
     bliss = page.locator(".slider input[data-concept='blissful']")
     assert (bliss.get_attribute("min"), bliss.get_attribute("max")) == ("-0.4", "0.4")
     assert page.locator(".slider[data-concept='blissful'] .mark").count() == 0
-    calm.fill("0.2")
-    assert "calm +0.20" in page.inner_text("#settings")
+    calm.fill(str(hi))
+    assert f"calm {hi:+.2f}" in page.inner_text("#settings")
     page.fill("#message", PROMPT)
     page.click("#steer")
     page.wait_for_selector(".reply.steered svg.bars", timeout=120_000)
@@ -316,11 +336,10 @@ def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model
     steered = page.inner_text(".reply.steered .msg.assistant")
     assert plain and steered and plain != steered
     msgs = [{"role": "user", "content": PROMPT}]
-    start = len(render_chat(real_model, msgs).tokens) - 1
-    with vecs["calm"].apply(real_model, 0.2, from_pos=start):
+    with vecs["calm"].apply(real_model, hi):
         assert steered == chat_reply(real_model, msgs, max_new_tokens=N)
     code = page.inner_text("#python")
-    assert 'vecs["calm"].apply(model, strength=0.2, from_pos=start)' in code
+    assert f'vecs["calm"].apply(model, strength={hi})' in code
     assert "blissful" not in code.split("with ")[-1]  # a slider at 0 does not steer
 
 

@@ -1,0 +1,24 @@
+"""The steering headline of a run or checkpoint: `python analysis/steering_table.py
+[FOLDER] [--kind probe|sae] [--plot FILE.png]` prints one row per calibrated vector and the counts
+(default FOLDER: the shipped checkpoint)."""
+
+import argparse
+import json
+
+from emosae.core.layout import RunLayout, shipped_checkpoint
+from emosae.experiments.steering_summary import headline, markdown, summary_rows
+from emosae.steering.directions import calibrations
+
+p = argparse.ArgumentParser()
+p.add_argument("folder", nargs="?", default=None)
+p.add_argument("--kind", default="probe", choices=["probe", "sae"])
+p.add_argument("--plot", default=None, help="also save the summary plot here (.png)")
+a = p.parse_args()
+cal = calibrations(RunLayout(a.folder or shipped_checkpoint()))
+rows = summary_rows(cal, a.kind)
+print(markdown(rows))
+print(json.dumps(headline(rows), indent=1))
+if a.plot:
+    from emosae.pipeline.plots import steering_summary_figure
+
+    steering_summary_figure(cal, a.kind).savefig(a.plot, dpi=130)
