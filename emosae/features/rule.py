@@ -250,20 +250,27 @@ def _feature_entry(
 def _best_per_concept(
     scores: dict[str, np.ndarray], out: RuleOutcome, concepts: list[str]
 ) -> dict[str, Any]:
-    """Per concept, its feature with the highest training AUROC among those whose label
-    holds the concept, else among all features: whether its label holds the concept
-    (`passes`), the concept's held-out rank for it, its scores. This is the feature
-    `load_directions(kind="sae")` steers with."""
+    """Per concept, its feature with the highest training AUROC among those labelled with
+    that concept alone (kind concept), else among those whose cluster or ambiguous label
+    holds it, else among all features: whether it is labelled with the concept alone
+    (`passes`), its `kind` for the concept, the concept's held-out rank for it, its
+    scores. This is the feature `load_directions(kind="sae")` steers with."""
     h = np.nan_to_num(np.asarray(scores["heldout_auroc"], dtype=np.float64))
     train = np.nan_to_num(np.asarray(scores["train_auroc"], dtype=np.float64), nan=-1.0)
+    specific = out.labelled & (out.kind == CONCEPT)[None]
     best = {}
     for e, name in enumerate(concepts):
-        held = np.nonzero(out.labelled[e])[0]
-        pool = held if len(held) else np.arange(train.shape[1])
+        for kind, mask in (("concept", specific[e]), ("shared", out.labelled[e])):
+            pool = np.nonzero(mask)[0]
+            if len(pool):
+                break
+        else:
+            kind, pool = "unlabelled", np.arange(train.shape[1])
         f = int(pool[np.argmax(train[e, pool])])
         best[name] = {
             "feature": f,
-            "passes": bool(out.labelled[e, f]),
+            "passes": kind == "concept",
+            "kind": kind,
             "heldout_rank": _rank(h[:, f], e),
             **{k: float(scores[k][e, f]) for k in scores},
         }

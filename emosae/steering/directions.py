@@ -204,7 +204,8 @@ def _sae_directions(
     out = {}
     for e, best in labels["best_per_concept"].items():
         f = best["feature"]
-        tag = "labelled" if best["passes"] else "best, unlabelled"
+        kind = best.get("kind", "concept" if best["passes"] else "unlabelled")
+        tag = {"concept": "labelled", "shared": "in a cluster label"}.get(kind, "best, unlabelled")
         out[e] = SteeringVector.from_direction(
             sae.W_dec[f].detach(), hook, e, f"sae:feature {f} ({tag})", model, norm
         ).with_readout(ref)

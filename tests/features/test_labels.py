@@ -86,8 +86,13 @@ def test_labels_need_heldout_and_train():
         "style": 0,
         "unlabelled": 2,
     }
-    assert r["best_per_concept"]["b"]["feature"] == 2 and not r["best_per_concept"]["b"]["passes"]
+    # b's steering feature: the cluster feature holding b, over the unlabelled feature 2
+    # with the higher training AUROC; c (no label at all): its best training AUROC
+    b, c = r["best_per_concept"]["b"], r["best_per_concept"]["c"]
+    assert (b["feature"], b["kind"], b["passes"]) == (3, "shared", False)
+    assert (c["feature"], c["kind"]) == (3, "shared")
     assert r["best_per_concept"]["a"]["passes"] and r["concepts_with_label"] == ["a"]
+    assert r["best_per_concept"]["a"]["kind"] == "concept"
 
 
 def test_a_concept_label_must_be_the_heldout_best_by_the_margin():
