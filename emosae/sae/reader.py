@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,10 @@ def _check_manifest(files: CacheFiles, man: dict[str, Any]) -> None:
 
 
 def _to_torch(a: np.ndarray, dtype: str) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    # shards are read-only memory maps and nothing here writes to them: share, don't copy
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(np.ascontiguousarray(a))
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 

@@ -29,3 +29,21 @@ def test_renew_merges_calibrations_and_seals_again(tmp_path):
     assert "command" in prov  # the original provenance is kept
     with pytest.raises(EmosaeError, match="no such file"):
         renew(ck, "test", calibrations=[tmp_path / "missing.json"])
+
+
+@pytest.mark.parametrize("kind", ["probe", "sae"])
+def test_every_shipped_vector_is_calibrated_with_its_layer_and_heldout_effect(kind):
+    """Issue 20: every vector load_directions() hands out carries a default strength, the
+    layer it steers at and the effect measured on held-out prompts."""
+    from emosae.steering.directions import calibrations, load_directions
+
+    vecs = load_directions(kind=kind)
+    cal = calibrations(RunLayout(shipped_checkpoint()))[kind]
+    assert len(vecs) == 48 and set(vecs) <= set(cal)
+    for concept, v in vecs.items():
+        c = cal[concept]
+        assert v.default_strength == c["recommended"] is not None, concept
+        assert v.hook_name == c["hook"] and v.layer == c["layer"], concept
+        h = c["heldout"]
+        assert h["n_prompts"] >= 10 and len(h["success"]["ci95"]) == 2, concept
+        assert h["strength"] == c["recommended"] and len(h["readout_shift"]["ci95"]) == 2, concept
