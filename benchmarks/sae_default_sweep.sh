@@ -19,9 +19,9 @@ train() {  # name, then flags
 }
 train batchtopk_default --architecture batchtopk
 train topk_b1024 --architecture topk
-train topk_b512 --architecture topk --batch_size 512
-train topk_b512_lr8e-4 --architecture topk --batch_size 512 --lr 8e-4
 train topk_b256 --architecture topk --batch_size 256
+train batchtopk_b256 --architecture batchtopk --batch_size 256
+train topk_b256_lr8e-4 --architecture topk --batch_size 256 --lr 8e-4
 python - "$W" <<'PY'
 import json, sys, pathlib
 print("| setting | EV | L0 | dead % | CE recovered |")
