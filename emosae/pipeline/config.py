@@ -127,7 +127,7 @@ def _ship() -> RunConfig:
 
 
 PRESETS = {"smoke": _smoke, "default": RunConfig, "ship": _ship, "full": _full}
-"""smoke: < 3 min on 2 CPU cores (CI); default: about 30 min on 2 cores; ship: the
+"""smoke: < 3 min on 2 CPU cores (CI); default: about 38 min on 2 cores; ship: the
 shipped checkpoint, about 80 min on 2 cores; full: GPU-sized."""
 
 
