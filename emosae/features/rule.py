@@ -260,12 +260,12 @@ def _best_per_concept(
     specific = out.labelled & (out.kind == CONCEPT)[None]
     best = {}
     for e, name in enumerate(concepts):
-        for kind, mask in (("concept", specific[e]), ("shared", out.labelled[e])):
-            pool = np.nonzero(mask)[0]
-            if len(pool):
-                break
-        else:
-            kind, pool = "unlabelled", np.arange(train.shape[1])
+        pools = (
+            ("concept", specific[e]),
+            ("shared", out.labelled[e]),
+            ("unlabelled", np.ones(train.shape[1], dtype=bool)),
+        )
+        kind, pool = next((k, np.nonzero(m)[0]) for k, m in pools if m.any())
         f = int(pool[np.argmax(train[e, pool])])
         best[name] = {
             "feature": f,
