@@ -204,9 +204,10 @@ def test_studio_chat_streams_tokens_then_the_reading(served, real_model):
 
 @pytest.mark.real
 def test_studio_refuses_bad_requests_with_a_message(served):
-    base, _ = served
+    base, studio = served
+    too_far = round(studio.vecs["calm"].default_strength + 0.1, 3)  # past its safe range
     cases = [
-        ({"messages": [{"role": "user", "content": "hi"}], "steer": {"calm": 0.3}}, "range"),
+        ({"messages": [{"role": "user", "content": "hi"}], "steer": {"calm": too_far}}, "range"),
         ({"messages": [{"role": "user", "content": "hi"}], "steer": {"nope": 0.1}}, "unknown"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "end with a user"),
         ({"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 0}, "max_new"),
