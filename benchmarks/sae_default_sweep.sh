@@ -27,8 +27,7 @@ import json, sys, pathlib
 print("| setting | EV | L0 | dead % | CE recovered |")
 print("|---|---|---|---|---|")
 for m in sorted(pathlib.Path(sys.argv[1]).glob("*/metrics.json")):
-    d = json.loads(m.read_text())
-    d = d.get("metrics", d)
-    print(f"| {m.parent.name} | {d.get('explained_variance', float('nan')):.3f} | {d.get('l0', float('nan')):.1f} | "
-          f"{100 * d.get('dead_fraction', d.get('frac_dead', float('nan'))):.1f} | {d.get('ce_loss_recovered', float('nan')):.3f} |")
+    d = json.loads(m.read_text())  # emosae.sae.metrics' keys
+    print(f"| {m.parent.name} | {d['explained_variance']:.3f} | {d['l0']:.1f} | "
+          f"{100 * d['dead_fraction']:.1f} | {d['ce_loss_recovered']:.3f} |")
 PY

@@ -86,8 +86,8 @@ def test_labels_need_heldout_and_train():
         "style": 0,
         "unlabelled": 2,
     }
-    # b's steering feature: the cluster feature holding b, over the unlabelled feature 2
-    # with the higher training AUROC; c (no label at all): its best training AUROC
+    # b and c have no label of their own: both steer with feature 3, whose cluster label
+    # holds them, over b's unlabelled feature 2 with the higher training AUROC
     b, c = r["best_per_concept"]["b"], r["best_per_concept"]["c"]
     assert (b["feature"], b["kind"], b["passes"]) == (3, "shared", False)
     assert (c["feature"], c["kind"]) == (3, "shared")
