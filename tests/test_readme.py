@@ -25,3 +25,9 @@ def test_ci_runs_the_readme_test_command():
     assert setup_commands()[1] in ci
     # lint first, then the tests
     assert ci.index("ruff check") < ci.index("ruff format --check") < ci.index(setup_commands()[1])
+
+
+def test_ci_reruns_the_comparison_tests_at_one_thread():
+    ci = (ROOT / ".ci" / "run").read_text()
+    rerun = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pytest -q -rs -m kernel_paths"
+    assert rerun in ci and ci.index(setup_commands()[1]) < ci.index(rerun)

@@ -41,6 +41,7 @@ def happy():
     return load_directions(layer=15)["happy"]
 
 
+@pytest.mark.kernel_paths
 @pytest.mark.real
 def test_batched_steered_replies_equal_steering_one_reply_at_a_time(real_model, happy):
     from emosae.experiments.steered import steered_replies

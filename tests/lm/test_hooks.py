@@ -42,6 +42,7 @@ def test_hooks_checked_against_the_model(tiny_model):
         check_hooks(tiny_model, ["nonsense"])
 
 
+@pytest.mark.kernel_paths
 def test_right_pad_then_forward_equals_unpadded(tiny_model):
     seqs = [torch.tensor([5, 6, 7, 8, 9]), torch.tensor([1, 2])]
     toks = right_pad(seqs, pad=0)
@@ -49,4 +50,6 @@ def test_right_pad_then_forward_equals_unpadded(tiny_model):
     with torch.no_grad():
         batched = tiny_model(toks)
         alone = tiny_model(seqs[1][None])
-    assert torch.allclose(batched[1, :2], alone[0], atol=1e-5)
+    # padded against alone: batched = single within 1e-4, the reading promise (measured
+    # 1e-6 on these logits at 1 and 2 threads: benchmarks/tolerance_noise.py)
+    assert torch.allclose(batched[1, :2], alone[0], atol=1e-4)

@@ -52,6 +52,7 @@ def _tiny_basis(d: int, hook: str) -> Basis:
     return Basis(hook, ["a", "b", "c"], unit, center, 2.0, 2, center * 0.5, torch.ones(3) * 3)
 
 
+@pytest.mark.kernel_paths
 def test_batched_scores_equal_one_at_a_time_on_tiny_model(tiny_model):
     hook = "blocks.1.hook_resid_post"
     basis = _tiny_basis(tiny_model.cfg.d_model, hook)
@@ -64,7 +65,8 @@ def test_batched_scores_equal_one_at_a_time_on_tiny_model(tiny_model):
     for s, c, g_TC in zip(seqs, chat, got, strict=True):
         want = basis.score(_hook_acts(tiny_model, s, hook), chat=c)
         assert g_TC.shape == (len(s), 3)
-        torch.testing.assert_close(g_TC, want, atol=1e-5, rtol=1e-5)
+        # padded batches of 3 against one at a time: the module's promise, 1e-4
+        torch.testing.assert_close(g_TC, want, atol=1e-4, rtol=1e-4)
 
 
 def test_record_of_rejects_malformed_items():
@@ -89,6 +91,7 @@ def shipped():
     return emosae.load_directions()
 
 
+@pytest.mark.kernel_paths
 @pytest.mark.real
 def test_read_many_equals_read_on_real_model(real_model, shipped):
     rows = list(read_many(real_model, RECORDS, shipped, batch_size=4, per_turn=True, chunk=4))

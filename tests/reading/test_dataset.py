@@ -90,6 +90,7 @@ def shipped():
     return emosae.load_directions()
 
 
+@pytest.mark.kernel_paths
 @pytest.mark.real
 def test_cli_rows_equal_read_many_with_traces_and_summary(tmp_path, capsys, real_model, shipped):
     src = _write(tmp_path / "in.jsonl", RECORDS)
@@ -102,7 +103,10 @@ def test_cli_rows_equal_read_many_with_traces_and_summary(tmp_path, capsys, real
     assert [r["id"] for r in rows] == [1, "c1", 3, "c2", 7]
     for got, ref in zip(rows, want, strict=True):
         assert got["kind"] == ref["kind"] and set(got["scores"]) == set(shipped)
-        assert max(abs(got["scores"][c] - ref["scores"][c]) for c in shipped) < 1e-5
+        # batch size 2 against read_many's 16: the README's promise, batched = single
+        # within 1e-4 (float32 sums over other paddings; 1.1e-5 seen on one x86 machine,
+        # 3e-6 on another: benchmarks/tolerance_noise.py)
+        assert max(abs(got["scores"][c] - ref["scores"][c]) for c in shipped) < 1e-4
         assert ("turns" in got) == (got["kind"] == "conversation")
     assert [t["turn"] for t in rows[3]["turns"]] == [1]
     # traces: one entry per record, per-token scores whose read position gives the row
@@ -124,7 +128,8 @@ def test_cli_rows_equal_read_many_with_traces_and_summary(tmp_path, capsys, real
 
     pq_rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [str(r["id"]) for r in pq_rows] == [str(r["id"]) for r in rows]
-    assert pq_rows[0]["scores"] == pytest.approx(rows[0]["scores"], abs=1e-5)
+    # read again at the default batch size (16, against 2): the same 1e-4 promise
+    assert pq_rows[0]["scores"] == pytest.approx(rows[0]["scores"], abs=1e-4)
     assert pq_rows[0]["turns"] is None and len(pq_rows[3]["turns"]) == 1
     assert main(argv) == 0  # out.jsonl is emosae's: replaced without --force
 
@@ -148,7 +153,7 @@ def test_killed_read_resumes_where_it_stopped(tmp_path, real_model, shipped, mon
         run_read_job(real_model, job, basis)
     assert not (tmp_path / "out.jsonl").exists()
     partial = tmp_path / ".out.jsonl.partial.jsonl"
-    assert len(read_rows(partial)) == 2
+    assert [r.get("emosae") for r in read_rows(partial)] == ["partial", None, None]  # marker
     with open(partial, "a") as f:
         f.write('{"id": "half a row wri')  # killed mid-write: dropped on resume
     calls.clear()

@@ -16,9 +16,21 @@ pytestmark = pytest.mark.real
 EXAMPLE = Path(__file__).parents[2] / "examples" / "social_concepts"
 
 
-def _accuracy(model, dirs, stories) -> float:
-    hits = [emosae.read(model, s.text, dirs).top(1)[0][0] == s.concept for s in stories]
-    return sum(hits) / len(hits)
+NOISE = 1e-4
+"""Batched = single within 1e-4 (the README's promise for reading): a story whose first and
+second concepts are closer than that may rank them either way along another kernel path."""
+
+
+def _accuracy(model, dirs, stories) -> tuple[float, float]:
+    """Top-1 accuracy of `emosae.read` one story at a time, and how far it may differ from
+    the same figure computed in padded batches: the share of stories whose top two
+    concepts are within float noise of each other (0 on most machines)."""
+    hits, ties = [], 0
+    for s in stories:
+        (first, a), (_, b) = emosae.read(model, s.text, dirs).top(2)
+        hits.append(first == s.concept)
+        ties += a - b < NOISE
+    return sum(hits) / len(hits), ties / len(hits)
 
 
 def test_read_reproduces_heldout_accuracy_of_probe_stage(layer15_probes, real_model):
@@ -29,7 +41,9 @@ def test_read_reproduces_heldout_accuracy_of_probe_stage(layer15_probes, real_mo
     stories = [s for s in held.stories if held.is_heldout(s)]
     assert len(stories) == results["n_heldout_stories"] == 288
     # the same stories, one at a time instead of in padded batches: identical top-1
-    assert _accuracy(real_model, dirs, stories) == pytest.approx(row["diffmean_top1"], abs=1e-9)
+    # (but for near ties, see NOISE)
+    acc, ties = _accuracy(real_model, dirs, stories)
+    assert acc == pytest.approx(row["diffmean_top1"], abs=ties + 1e-9)
 
 
 def test_own_concept_set_fits_and_reads_above_chance(real_model, tmp_path):
@@ -58,7 +72,8 @@ def test_own_concept_set_fits_and_reads_above_chance(real_model, tmp_path):
     dirs = emosae.load_directions(out)
     assert set(dirs) == set(cs.names) and dirs["urgency"].readout is not None
     held = [s for s in cs.stories if cs.is_heldout(s)]
-    assert _accuracy(real_model, dirs, held) == pytest.approx(row["diffmean_top1"], abs=1e-9)
+    acc, ties = _accuracy(real_model, dirs, held)
+    assert acc == pytest.approx(row["diffmean_top1"], abs=ties + 1e-9)
 
 
 def test_conversation_readings_are_z_scores_against_neutral_prompts(layer15_probes, real_model):

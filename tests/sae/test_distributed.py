@@ -164,7 +164,9 @@ def test_sweep_splits_saes_across_ranks(tmp_path, single_cache):
         a = load_file(str(folder / "sae_weights.safetensors"))
         b = load_file(str(out / name / "sae_weights.safetensors"))
         for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-6), (name, k)
+            # another process, maybe another thread count: the same float tolerance as
+            # data parallel above (the README's atol 1e-5, rtol 1e-4)
+            assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), (name, k)
     assert sorted(ranks.values()) == [0, 1]
 
 

@@ -261,6 +261,7 @@ def test_reply_positions_steer_the_last_prompt_token_and_what_is_decoded(tiny_mo
     assert torch.equal(a, b) and not torch.equal(a, plain), (a, plain)
 
 
+@pytest.mark.kernel_paths
 def test_one_strength_per_batch_row_equals_each_row_alone(tiny_model):
     toks = torch.randint(0, 100, (1, 6)).expand(3, 6)
     v = vec()
@@ -268,7 +269,8 @@ def test_one_strength_per_batch_row_equals_each_row_alone(tiny_model):
         rows = tiny_model(toks)
     for i, s in enumerate([0.0, 0.5, -1.0]):
         with v.apply(tiny_model, s):
-            assert torch.allclose(rows[i], tiny_model(toks[:1])[0], atol=1e-5)
+            # a batch of 3 against a batch of 1: another kernel path, the 1e-4 bound
+            assert torch.allclose(rows[i], tiny_model(toks[:1])[0], atol=1e-4)
     with pytest.raises(EmosaeError, match="2 strengths for a batch of 3"):
         with v.apply(tiny_model, [0.1, 0.2]):
             tiny_model(toks)
