@@ -34,6 +34,7 @@ import torch
 
 from emosae.core import compat, folders, io
 from emosae.core.errors import EmosaeError
+from emosae.core.finite import check_finite, max_abs, storage_dtype
 from emosae.core.layout import ProbeFiles
 from emosae.core.provenance import code_version
 from emosae.data.concepts import ConceptSet, bundled, load_concept_set
@@ -163,9 +164,12 @@ def read_stories(
 
 
 def _token_tensors(st: TextActs, skip: int) -> dict[str, torch.Tensor]:
-    """Per-token story activations (fp16), their lengths and token ids, from `skip` on."""
+    """Per-token story activations (float16 where every value fits, else bfloat16 or
+    float32), their lengths and token ids, from `skip` on."""
+    acts = torch.cat(st.tokens_acts)
+    check_finite(acts, "the stories' activations", hint="the model itself makes them")
     return {
-        "story_token_acts": torch.cat(st.tokens_acts).to(torch.float16),
+        "story_token_acts": acts.to(getattr(torch, storage_dtype(max_abs(acts), headroom=1))),
         "story_token_lens": torch.tensor([len(t) for t in st.tokens_acts]),
         "story_token_ids": torch.cat(
             [ids[min(skip, max(len(ids) - 1, 0)) :] for ids in st.token_ids]
@@ -196,7 +200,10 @@ def load_story_acts(files: ProbeFiles) -> StoryActs:
             meta = json.loads(f.metadata()["emosae"])
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise EmosaeError(f"{path} is corrupt ({str(e).splitlines()[0]})") from None
-    return StoryActs(io.load_tensors(path), meta)
+    tensors = io.load_tensors(path)
+    for k, v in tensors.items():
+        check_finite(v, f"{path}: {k}", hint="rerun the probe stage")
+    return StoryActs(tensors, meta)
 
 
 def story_tokens(

@@ -23,9 +23,11 @@ Shape letters: N rows (tokens), D d_model, B batch, L context length.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +39,7 @@ from emosae import data
 from emosae.core import folders, io
 from emosae.core.distributed import Dist
 from emosae.core.errors import EmosaeError
+from emosae.core.finite import HEADROOM, check_finite, dtype_max, max_abs, storage_dtype
 from emosae.core.layout import CacheFiles
 from emosae.core.log import logger
 from emosae.core.provenance import code_version
@@ -60,8 +63,10 @@ class CacheConfig:
     """Contexts per forward pass."""
     contexts_per_shard: int = 256
     """Contexts per shard file (x context_len rows)."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
-    """Storage dtype of the activations."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Storage dtype of the activations. auto: measured on the first batch, float16 when
+    the largest magnitude x 8 fits (65504), else bfloat16, else float32; the choice and
+    the measurement are recorded in the manifest (`dtype_choice`)."""
     skip_first: int = 1
     """Leading positions of each context not stored (position 0 is an attention sink
     with an outsized norm in models without a BOS token)."""
@@ -155,8 +160,9 @@ class CacheWriter:
         self.L, self.S = cfg.corpus.context_len, cfg.skip_first
         self.cps = cfg.contexts_per_shard
         self.total_ctx = cfg.corpus.max_tokens // self.L
-        self.sdt = DTYPES[cfg.dtype]
+        self.sdt = torch.float32  # set from the header by `check_header`
         self.acts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+        self.peak: dict[str, Tensor] = {}  # per hook: largest |x| of the shard, before storing
         self.log = DocumentLog()
 
     def header(self) -> dict[str, Any]:
@@ -165,7 +171,6 @@ class CacheWriter:
             "model": name,
             "hooks": self.hooks,
             "d_model": self.model.cfg.d_model,
-            "dtype": cfg.dtype,
             "context_len": self.L,
             "skip_first": self.S,
             "contexts_per_shard": self.cps,
@@ -175,22 +180,63 @@ class CacheWriter:
         }
         return json.loads(json.dumps(header))  # tuples -> lists, as read back from disk
 
-    def check_header(self, header: dict[str, Any]) -> None:
-        """The first process writes the header; any later run must match it."""
+    def check_header(self, header: dict[str, Any]) -> dict[str, Any]:
+        """The first process writes the header with its storage dtype; any later run must
+        match it (with dtype auto it takes the recorded dtype). Returns the full header."""
         if self.d.is_main and not self.files.config.exists():
-            io.write_json(self.files.config, header)
+            io.write_json(self.files.config, {**header, **self.choose_dtype()})
         self.d.barrier()
         old = json.loads(self.files.config.read_text())
-        if old != header:
-            diff = sorted(k for k in header if old.get(k) != header[k])
+        asked = self.cfg.dtype
+        want = {**header, "dtype": old.get("dtype") if asked == "auto" else asked}
+        diff = sorted(k for k in want if old.get(k) != want[k])
+        if diff or want["dtype"] not in DTYPES:
+            diff = diff or ["dtype"]
             raise EmosaeError(
                 f"{self.files.dir} holds a cache with a different config ({', '.join(diff)}); "
                 "use another --out"
             )
+        self.sdt = DTYPES[old["dtype"]]
+        return {**want, "dtype_choice": old.get("dtype_choice", {"asked": old["dtype"]})}
+
+    def choose_dtype(self) -> dict[str, Any]:
+        """The storage dtype and why: as asked, or (auto) the narrowest that holds the
+        first batch's largest magnitude with `HEADROOM` (`emosae.core.finite`)."""
+        if self.cfg.dtype != "auto":
+            return {"dtype": self.cfg.dtype, "dtype_choice": {"asked": self.cfg.dtype}}
+        ctxs = list(
+            islice(
+                iter_contexts(self.cfg.corpus, self.model.tokenizer, DocumentLog()),
+                self.cfg.batch_size,
+            )
+        )
+        seen: dict[str, Tensor] = {}
+
+        def grab(x: Tensor, hook: Any) -> None:
+            seen[hook.name] = x[:, self.S :].detach().float().cpu()
+
+        toks = torch.stack([c.tokens for c in ctxs]).to(self.dev)
+        with self.model.hooks(fwd_hooks=[(h, grab) for h in self.hooks]):
+            self.model(toks, stop_at_layer=stop_layer(self.hooks))
+        for h in self.hooks:
+            check_finite(seen[h], f"the first batch's {h}", hint="the model itself makes them")
+        peak = max(max_abs(seen[h]) for h in self.hooks)
+        name = storage_dtype(peak)
+        why = f"{name}: the narrowest dtype whose largest value exceeds {HEADROOM:g} x {peak:.6g}"
+        logger.info("cache dtype %s (largest |activation| on the first batch: %.6g)", name, peak)
+        return {
+            "dtype": name,
+            "dtype_choice": {
+                "asked": "auto",
+                "first_batch_max_abs": peak,
+                "first_batch_contexts": len(ctxs),
+                "headroom": HEADROOM,
+                "why": why,
+            },
+        }
 
     def run(self) -> Path:
-        header = self.header()
-        self.check_header(header)
+        header = self.check_header(self.header())
         n_shards = -(-self.total_ctx // self.cps)
         mine = [i for i in range(n_shards) if shard_owner(i, self.d.world_size) == self.d.rank]
         self.todo = {i for i in mine if shard_done(self.files, i) is None}
@@ -250,7 +296,10 @@ class CacheWriter:
 
     def _store(self, name: str) -> Any:
         def hook(x: Tensor, hook: Any) -> None:
-            y = x[:, self.S :].reshape(-1, x.shape[-1]).to(self.sdt)
+            x = x[:, self.S :]
+            peak = x.detach().abs().amax().float()  # stays on the device: no sync per batch
+            self.peak[name] = torch.maximum(self.peak[name], peak) if name in self.peak else peak
+            y = x.reshape(-1, x.shape[-1]).to(self.sdt)
             if self.pin:
                 buf = torch.empty(y.shape, dtype=self.sdt, pin_memory=True)
                 buf.copy_(y, non_blocking=True)
@@ -284,6 +333,7 @@ class CacheWriter:
             torch.cuda.synchronize()
         tens = self.shard_tensors(ctxs)
         path = self.files.shard(shard)
+        peaks = self.check_shard(path.name, tens)
         try:
             io.save_tensors(path, tens)
             side = {
@@ -292,6 +342,7 @@ class CacheWriter:
                 "sha256": io.sha256_file(path),
                 "contexts": [ctxs[0].index, ctxs[-1].index + 1],
                 "rank": self.d.rank,  # which torchrun rank computed it (0 on one process)
+                "max_abs": peaks,  # per hook, as the model made it (before storing)
             }
             io.write_json(self.files.sidecar(shard), side, indent=None)
         except OSError as e:
@@ -300,6 +351,23 @@ class CacheWriter:
             ) from None
         for h in self.hooks:
             self.acts[h].clear()
+        self.peak.clear()
+
+    def check_shard(self, name: str, tens: dict[str, Tensor]) -> dict[str, float]:
+        """Refuse, before anything is written, a shard whose stored activations are not
+        finite: one line naming the shard, the hook and the largest magnitude the model
+        made. Returns that magnitude per hook."""
+        peaks = {h: float(self.peak[h]) for h in self.hooks}
+        dt = str(self.sdt).removeprefix("torch.")
+        for h in self.hooks:
+            hint = (
+                f"{dt} holds at most {dtype_max(dt):.6g}; cache with --dtype bfloat16 or "
+                "float32 (the default, auto, picks from the model's range) in a new --out"
+                if math.isfinite(peaks[h])
+                else "the model itself makes them (not a storage problem)"
+            )
+            check_finite(tens[h], f"{name}: {h}", largest=peaks[h], hint=hint)
+        return peaks
 
     def write_manifest(self, header: dict[str, Any], n_shards: int) -> None:
         files = self.files

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from emosae.core.errors import EmosaeError
+from emosae.core.finite import check_finite
 from emosae.core.io import read_json, sha256_file
 from emosae.core.layout import CacheFiles
 
@@ -104,8 +105,11 @@ class ActivationCache:
             )
         man = read_json(files.manifest)
         _check_manifest(files, man)
+        if man.get("dtype") not in DTYPES:
+            raise EmosaeError(f"{files.manifest} has no valid dtype ({man.get('dtype')!r})")
+        cache = cls(files.dir, man)
         if verify:
-            for s in man["shards"]:
+            for i, s in enumerate(man["shards"]):
                 p = files.dir / s["shard"]
                 if not p.exists():
                     raise EmosaeError(f"shard {s['shard']} listed in the manifest is missing")
@@ -113,7 +117,9 @@ class ActivationCache:
                     raise EmosaeError(
                         f"shard {s['shard']} does not match its sha256 in the manifest (corrupt?)"
                     )
-        return cls(files.dir, man)
+                for h in cache.hooks:
+                    cache.stored(i, h)  # refuses values the dtype could not hold
+        return cache
 
     @property
     def files(self) -> CacheFiles:
@@ -141,13 +147,29 @@ class ActivationCache:
         if hook not in self.hooks:
             raise EmosaeError(f"hook {hook!r} is not in the cache; it has {', '.join(self.hooks)}")
 
+    def stored(
+        self, shard: int, hook: str, index: np.ndarray | None = None
+    ) -> Float[Tensor, "N D"]:
+        """One shard's rows of one hook in the storage dtype (`index`: only those rows,
+        a boolean mask or positions). Refuses, in one line, rows that are not finite: a
+        cache written before the writer checked, or edited since."""
+        self.check_hook(hook)
+        x = self.column(shard, hook)
+        dtype = self.manifest["dtype"]
+        t = _to_torch(x if index is None else x[index], dtype)
+        check_finite(
+            t,
+            f"{self.manifest['shards'][shard]['shard']}: {hook}",
+            hint=f"this cache holds values its dtype ({dtype}) could not; recache it "
+            "(the default dtype, auto, picks one wide enough)",
+        )
+        return t
+
     def shard_rows(
         self, shard: int, hook: str, index: np.ndarray | None = None
     ) -> Float[Tensor, "N D"]:
         """One shard's rows of one hook (float32); `index` reads only those rows."""
-        self.check_hook(hook)
-        x = self.column(shard, hook)
-        return _to_torch(x if index is None else x[index], self.manifest["dtype"]).float()
+        return self.stored(shard, hook, index).float()
 
     def split_mask(self, shard: int, split: Split, eval_every: int) -> np.ndarray | None:
         """Which rows of `shard` belong to `split` (None: all). Held out (`eval`) are the
@@ -166,13 +188,9 @@ class ActivationCache:
     ) -> Float[Tensor, "N D"]:
         """All rows of one hook as a tensor: float32, or the storage dtype with `stored`.
         `eval` = contexts with id % eval_every == 0."""
-        self.check_hook(hook)
         out = []
         for i in range(len(self.manifest["shards"])):
-            x = self.column(i, hook)
-            if (m := self.split_mask(i, split, eval_every)) is not None:
-                x = x[m]
-            t = _to_torch(x, self.manifest["dtype"])
+            t = self.stored(i, hook, self.split_mask(i, split, eval_every))
             out.append(t if stored else t.float())
         return torch.cat(out)
 
@@ -245,10 +263,7 @@ def batch_stream(
         buf: list[Tensor] = [carry]
         n = len(carry)
         for si in order:
-            x = cache.column(si, hook)
-            if (m := cache.split_mask(si, split, eval_every)) is not None:
-                x = x[m]
-            t = _to_torch(np.asarray(x), cache.manifest["dtype"])
+            t = cache.stored(si, hook, cache.split_mask(si, split, eval_every))
             buf.append(t)
             n += len(t)
             if n >= buffer_rows or si == order[-1]:

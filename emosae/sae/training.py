@@ -22,6 +22,7 @@ import torch
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
+from emosae.core.finite import check_finite
 from emosae.core.layout import SAEFiles
 from emosae.core.provenance import code_version
 from emosae.core.tracking import finish, init_wandb
@@ -367,6 +368,5 @@ def load_sae(folder: str | Path, device: str = "cpu") -> Any:
         why = " ".join(str(e).split())[:400] or type(e).__name__
         raise EmosaeError(f"{files.dir} is not a loadable SAE checkpoint: {why}") from None
     for name, t in sae.state_dict().items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise EmosaeError(f"{files.dir}: SAE tensor {name} has non-finite values")
+        check_finite(t, f"{files.dir}: SAE tensor {name}", hint="retrain it")
     return sae
