@@ -16,7 +16,26 @@ then measured:
            (perplexity = exp(nll))
   kl       mean over the reply's tokens of KL(steered || unsteered) between the
            next-token distributions along the steered reply (nats per token; the
-           steered pass steers the same positions generation did)
+           steered pass steers the same positions generation did; the model's
+           distributions, before any repetition penalty)
+  vader    VADER compound valence (-1 to 1) of the reply (nan: no letters)
+  nrc      share of the reply's words in the concept's NRC category, per 100 words
+           (nan: no words, or a concept with no category; `nrc_category`)
+  distinct2  distinct bigrams / bigrams of the reply's tokens; `distinct2_ratio` is
+           it over the unsteered reply's to the same prompt (the degeneracy measure)
+
+vader, nrc and the Warriner valence/arousal are judges no vector was fitted on
+(emosae.experiments.judges); the readout is not independent of the vector: a reply can
+move along the direction without reading as the emotion to anyone else. `success` and
+`judged` report each as peers do: the shift at +r against 0 with a bootstrap interval,
+and the share of prompts whose reply moved toward the concept (Wilson interval), where a
+reply with a distinct-2 ratio under 0.7 (or none) is never a success.
+
+Generation may take a repetition penalty (`repetition_penalty`, the CTRL/HF rule: the
+logit of a token already in the row, prompt or reply, is divided by it where positive and
+multiplied where negative), applied by torch hooks on the model's embedding (tokens in)
+and unembedding (logits out), as TransformerLens's `generate` has none. Its default 1.0
+keeps the replies those of `chat_reply` under `vec.apply`, which calibration promises.
 
 Shape letters: S strengths, P prompts.
 """
@@ -24,6 +43,7 @@ Shape letters: S strengths, P prompts.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,11 +52,15 @@ from scipy.stats import binomtest
 
 from emosae.core.errors import EmosaeError
 from emosae.core.stats import mean_ci
+from emosae.experiments.judges import Nrc, distinct2, judges_for
 from emosae.experiments.measures import text_norms
 from emosae.lm.chat import check_fits_context, render_chat, stop_token_ids
 from emosae.lm.hooks import left_pad, pad_id
 from emosae.reading.trace import Basis, Readout
 from emosae.steering.vector import SteeringVector
+
+MIN_DISTINCT2 = 0.7
+"""A reply whose distinct-2 ratio to the unsteered reply is below this is degenerate."""
 
 
 class SteeredReplies(NamedTuple):
@@ -53,6 +77,11 @@ class SteeredReplies(NamedTuple):
     arousal: np.ndarray
     nll: np.ndarray
     kl: np.ndarray
+    vader: np.ndarray
+    nrc: np.ndarray
+    nrc_category: str | None
+    distinct2: np.ndarray
+    distinct2_ratio: np.ndarray
 
     def row(self, s: float) -> int:
         if s not in self.strengths:
@@ -77,14 +106,54 @@ class SteeredReplies(NamedTuple):
         ci = [float(x) for x in mean_ci(d, seed=seed)] if len(d) >= 2 else None
         return {"mean": float(d.mean()) if len(d) else math.nan, "ci95": ci, "n": len(d)}
 
-    def success(self, s: float, ref: float = 0.0) -> dict[str, Any]:
-        """Fraction of prompts whose reply at `s` reads higher on the concept than at
-        `ref` (for s < ref: lower), with a Wilson 95% interval: the classifier-verified
-        success rate, with the unsteered model's readout as the classifier."""
-        d = self.readout[self.row(s)] - self.readout[self.row(ref)]
-        k, n = int(((d > 0) if s > ref else (d < 0)).sum()), len(d)
+    def success(
+        self,
+        s: float,
+        ref: float = 0.0,
+        *,
+        key: str = "readout",
+        direction: int = 1,
+        min_distinct2: float = MIN_DISTINCT2,
+    ) -> dict[str, Any]:
+        """Fraction of prompts whose reply at `s` scores further toward the concept on
+        measure `key` than at `ref`, with a Wilson 95% interval: the classifier-verified
+        success rate. Toward the concept is `direction` (+1: up) for s > ref, the
+        opposite for s < ref. A reply whose distinct-2 ratio is under `min_distinct2`
+        (or nan) and a reply the judge cannot score are failures, not dropped."""
+        if direction not in (1, -1) or s == ref:
+            raise EmosaeError("success needs direction +1 or -1 and s != ref")
+        m = getattr(self, key)
+        d = (m[self.row(s)] - m[self.row(ref)]) * direction * (1 if s > ref else -1)
+        ok = (d > 0) & (self.distinct2_ratio[self.row(s)] >= min_distinct2)
+        k, n = int(ok.sum()), len(d)
         ci = binomtest(k, n).proportion_ci(method="wilson")
         return {"rate": k / n, "ci95": [float(ci.low), float(ci.high)], "k": k, "n": n}
+
+    def judged(self, s: float, seed: int = 0) -> dict[str, Any]:
+        """At strength `s` against 0, per measure: its direction for this concept, the
+        shift (`shift`) and the success rate (`success`); the own readout is marked
+        `independent: False`. Measures with no expected direction are left out. Also
+        the median distinct-2 ratio and the count of replies under `MIN_DISTINCT2`."""
+        dirs = {k: j.direction for k, j in judges_for(self.concept).items()}
+        dirs = {"readout": 1, **{k: d for k, d in dirs.items() if d}}
+        out: dict[str, Any] = {
+            key: {
+                "direction": d,
+                "independent": key != "readout",
+                "shift": self.shift(key, s, 0.0, seed=seed),
+                "success": self.success(s, 0.0, key=key, direction=d),
+            }
+            for key, d in dirs.items()
+        }
+        if "nrc" in out:
+            out["nrc"]["category"] = self.nrc_category
+        r = self.distinct2_ratio[self.row(s)]
+        out["distinct2_ratio"] = {
+            "median": _nan(np.median, r),
+            "degenerate": int((~(r >= MIN_DISTINCT2)).sum()),
+            "n": len(r),
+        }
+        return {"strength": s, **out}
 
 
 def _nan(fn: Any, xs: Any) -> float:
@@ -110,19 +179,62 @@ FINAL = "ln_final.hook_normalized"
 steered next-token distributions come from generation itself (no second pass)."""
 
 
+@contextmanager
+def _repetition_penalty(model: Any, inp: torch.Tensor, mask: torch.Tensor, penalty: float):
+    """While open, `model.generate`'s next-token logits carry the repetition penalty
+    (module docstring) for the tokens of each row: the prompt's (not its padding) and each
+    token fed back. Torch hooks: the embedding sees the fed-back tokens, the unembedding's
+    last position is penalised. Assumes a KV-cached generate, which embeds the prompt
+    once and then one token per step."""
+    if penalty == 1.0:
+        yield
+        return
+    seen = torch.zeros(inp.shape[0], model.cfg.d_vocab_out, dtype=torch.bool, device=inp.device)
+    seen[torch.arange(inp.shape[0])[:, None].expand_as(inp)[mask.bool()], inp[mask.bool()]] = True
+    calls = [0]
+
+    def fed(module: Any, args: tuple) -> None:
+        calls[0] += 1
+        if calls[0] > 1:  # the first call embeds the prompt, marked above
+            seen.scatter_(1, args[0].to(seen.device), True)
+
+    def penalise(module: Any, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        last = out[:, -1]
+        hit = seen.to(last.device)
+        out = out.clone()
+        out[:, -1] = torch.where(hit, torch.where(last > 0, last / penalty, last * penalty), last)
+        return out
+
+    handles = [
+        model.embed.register_forward_pre_hook(fed),
+        model.unembed.register_forward_hook(penalise),
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
-def _generate(model: Any, vec: SteeringVector, seqs, strengths, n_new: int):
+def _generate(model: Any, vec: SteeringVector, seqs, strengths, n_new: int, penalty: float):
     """Greedy reply token ids, one row per (prompt, strength), cut at the end of the turn,
-    and the steered log-probabilities [B, n_new, vocab] that chose each token."""
+    and the steered log-probabilities [B, n_new, vocab] that chose each token (before
+    the repetition penalty)."""
     stops = stop_token_ids(model)
-    inp = _left_padded(model, seqs)[0].to(model.cfg.device)
+    inp, mask = _left_padded(model, seqs)
+    inp = inp.to(model.cfg.device)
     check_fits_context(model, inp.shape[1], n_new)
     finals: list[torch.Tensor] = []
 
     def keep(x: torch.Tensor, hook: Any) -> None:
         finals.append(x[:, -1].clone())
 
-    with vec.apply(model, strengths), model.hooks(fwd_hooks=[(FINAL, keep)]):
+    with (
+        vec.apply(model, strengths),
+        model.hooks(fwd_hooks=[(FINAL, keep)]),
+        _repetition_penalty(model, inp, mask.to(inp.device), penalty),
+    ):
         out = model.generate(
             inp,
             max_new_tokens=n_new,
@@ -171,17 +283,21 @@ def steered_replies(
     prompts: list[str],
     strengths: list[float],
     *,
-    max_new_tokens: int = 20,
+    max_new_tokens: int = 48,
     batch: int = 32,
+    repetition_penalty: float = 1.0,
 ) -> SteeredReplies:
     """Replies to each prompt at each strength, and their measures (module docstring).
     Strength 0 (the unsteered reference) is added when missing; strengths are sorted.
-    Generation and scoring run `batch` (prompt, strength) rows at a time."""
+    Generation and scoring run `batch` (prompt, strength) rows at a time; greedy, with
+    `repetition_penalty` (1.0: none; the issue's peers use 1.1)."""
     strengths = sorted({float(s) for s in strengths} | {0.0})
     if model.tokenizer.pad_token_id is None:
         batch = 1
     if not prompts:
         raise EmosaeError("steered_replies needs at least one prompt")
+    if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
+        raise EmosaeError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     S, P = len(strengths), len(prompts)
     toks = [render_chat(model, p).tokens for p in prompts]
     rows = [(i, j) for j in range(P) for i in range(S)]
@@ -190,7 +306,7 @@ def steered_replies(
     for k in range(0, len(rows), batch):
         chunk = rows[k : k + batch]
         seqs, sts = [toks[j] for _, j in chunk], [strengths[i] for i, _ in chunk]
-        ids, logits = _generate(model, vec, seqs, sts, max_new_tokens)
+        ids, logits = _generate(model, vec, seqs, sts, max_new_tokens, repetition_penalty)
         scored = _score(model, seqs, ids, logits)
         for (i, j), r, a, b in zip(chunk, ids, *scored, strict=True):
             texts[i][j] = model.tokenizer.decode(r, skip_special_tokens=True).strip()
@@ -198,7 +314,27 @@ def steered_replies(
     flat = [t or "." for row in texts for t in row]
     readout = Readout(model, Basis.single(vec)).at_reply(flat)[:, 0].numpy().reshape(S, P)
     norms = np.array([[text_norms(t)[:2] for t in row] for row in texts], dtype=float)
+    judged = _judge(vec.concept, texts, strengths.index(0.0))
     return SteeredReplies(
         vec.concept, vec.source, vec.hook_name, strengths, list(prompts), texts,
-        readout, norms[..., 0], norms[..., 1], nll, kl,
+        readout, norms[..., 0], norms[..., 1], nll, kl, *judged,
     )  # fmt: skip
+
+
+def _judge(concept: str, texts: list[list[str]], base: int):
+    """vader, nrc, nrc_category, distinct2 and distinct2_ratio of the replies `texts`
+    [S][P] (`base`: the unsteered row)."""
+    judges = judges_for(concept)
+    nrc = judges.get("nrc")
+
+    def each(fn: Any) -> np.ndarray:
+        return np.array([[fn(t) for t in row] for row in texts], dtype=float)
+
+    d2 = each(distinct2)
+    return (
+        each(judges["vader"].score),
+        each(nrc.score) if nrc is not None else np.full(d2.shape, math.nan),
+        nrc.category if isinstance(nrc, Nrc) else None,
+        d2,
+        d2 / d2[base],
+    )
