@@ -26,6 +26,22 @@ def add_studio_parser(
     s.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
     )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further name the browser may reach the studio by (the Host header; repeatable); "
+        "loopback names, the --host address and, with 0.0.0.0, this machine's names and "
+        "addresses are always allowed",
+    )
+    s.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        help="the longest conversation the studio replies to, in tokens (default: 2048, "
+        "shown in the page)",
+    )
     handlers["studio"] = studio_command
 
 
@@ -35,6 +51,10 @@ def studio_command(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     check_port(args.host, args.port)  # before minutes of loading, not after
-    studio = Studio.load(args.directions, args.run, args.model, args.kind)
+    from emosae.core.errors import EmosaeError
+
+    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
+        raise EmosaeError(f"--max-prompt-tokens must be at least 1, not {args.max_prompt_tokens}")
+    studio = Studio.load(args.directions, args.run, args.model, args.kind, args.max_prompt_tokens)
     print(f"emosae studio: {studio.info()['model']}, {len(studio.vecs)} concepts; Ctrl+C stops it")
-    serve(studio, args.host, args.port, started=started)
+    serve(studio, args.host, args.port, started=started, allow_hosts=args.allow_host)

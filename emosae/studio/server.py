@@ -11,22 +11,26 @@ Routes:
   GET  /features/feature_<i>.html  feature i's dashboard page (the path is built from the
                            integer i; no path is ever taken from the client)
 
-Safety: one generation at a time (another gets 409 with a message); the lock is
-released, and the reply's generator closed, when the stream ends, fails or the client
-disconnects (steering hooks never outlive a forward: see `session`). Every response
-carries a content security policy that allows nothing from another host, and the Host
-header must name the address served (a guard against DNS rebinding) unless the studio
-listens on every interface.
+Safety: one generation at a time (another gets 409 with a message). Each reply runs in
+its own worker thread with every forward under `Studio.cancellable`: when the client
+disconnects (or the page's "stop" aborts it), the work stops at the model's next hook
+point, even inside a long prompt's forward, and the thread releases the lock (steering
+hooks never outlive a forward: see `session`). Every response carries a content
+security policy that allows nothing from another host, and the Host header must name
+the studio (a guard against DNS rebinding): a loopback name, the address served or, on
+every interface (0.0.0.0, ::), this machine's names and addresses, plus the names given
+with `--allow-host`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from typing import Any, Literal
 
@@ -35,14 +39,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import StreamingResponse
 
 from emosae.core.errors import EmosaeError
 from emosae.core.log import logger
-from emosae.studio.session import Studio
+from emosae.studio.session import Cancelled, Studio
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+EVERY_INTERFACE = {"0.0.0.0", "::", ""}
 CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -66,11 +70,11 @@ class ChatRequest(BaseModel):
 
 class _Stream(StreamingResponse):
     """A streaming response that, however it ends (done, failed, client gone), closes
-    its body and then calls `release`."""
+    its body and then calls `on_close`."""
 
-    def __init__(self, body: AsyncIterator[str], release: Callable[[], None]):
+    def __init__(self, body: AsyncIterator[str], on_close: Callable[[], None]):
         super().__init__(body, media_type="application/x-ndjson")
-        self._release = release
+        self._on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -79,60 +83,136 @@ class _Stream(StreamingResponse):
             try:
                 await self.body_iterator.aclose()
             finally:
-                self._release()
+                self._on_close()
 
 
 def _line(**event: Any) -> str:
     return json.dumps(event) + "\n"
 
 
-async def _events(studio: Studio, req: ChatRequest, chat: Any, steer: list) -> AsyncIterator[str]:
-    """The reply (and the steered reply), token by token, then each one's reading. Every
-    step runs in a worker thread; a cancelled request waits for its step to finish."""
+def _work(
+    studio: Studio, req: ChatRequest, chat: Any, steer: list, emit: Callable[[dict], None]
+) -> None:
+    """The reply (and the steered reply), token by token, then each one's reading, as
+    events handed to `emit`; a cancelled request ends quietly."""
     msgs = [m.model_dump() for m in req.messages]
     runs = [("plain", [])] + ([("steered", steer)] if steer else [])
     try:
         for which, st in runs:
-            yield _line(event="start", which=which, steer={v.concept: s for v, s in st})
-            gen = studio.reply(
-                chat, st, max_new_tokens=req.max_new_tokens, temperature=req.temperature
-            )
+            emit({"event": "start", "which": which, "steer": {v.concept: s for v, s in st}})
             parts: list[str] = []
-            try:
-                while (piece := await run_in_threadpool(next, gen, _DONE)) is not _DONE:
-                    parts.append(piece)
-                    if piece:
-                        yield _line(event="token", which=which, text=piece)
-            finally:
-                gen.close()
+            kw = {"max_new_tokens": req.max_new_tokens, "temperature": req.temperature}
+            for piece in studio.reply(chat, st, **kw):
+                parts.append(piece)
+                if piece:
+                    emit({"event": "token", "which": which, "text": piece})
             text = "".join(parts).strip()
-            convo = [*msgs, {"role": "assistant", "content": text}]
-            reading = await run_in_threadpool(studio.reading, convo)
-            yield _line(event="reply", which=which, text=text, reading=reading)
-        yield _line(event="end")
+            reading = studio.reading([*msgs, {"role": "assistant", "content": text}])
+            emit({"event": "reply", "which": which, "text": text, "reading": reading})
+        emit({"event": "end"})
+    except Cancelled:
+        logger.info("studio: the client went away; its reply was stopped")
     except EmosaeError as e:
-        yield _line(event="error", message=str(e))
+        emit({"event": "error", "message": str(e)})
     except Exception as e:  # noqa: BLE001 - say it in the page, not as a dropped connection
         logger.exception("studio: the reply failed")
-        yield _line(event="error", message=f"the reply failed: {type(e).__name__}: {e}")
+        emit({"event": "error", "message": f"the reply failed: {type(e).__name__}: {e}"})
+
+
+class _Job:
+    """One chat request's work in its own thread, every forward under
+    `Studio.cancellable(cancel)`: setting `cancel` (the client went away) stops it at
+    the model's next hook point. The thread hands its events to the event loop through
+    a queue and releases `lock` when it ends, however it ends."""
+
+    def __init__(
+        self, studio: Studio, req: ChatRequest, chat: Any, steer: list, lock: threading.Lock
+    ):
+        self.cancel = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._lock = lock
+        args = (studio, req, chat, steer)
+        threading.Thread(target=self._run, args=args, name="emosae-studio", daemon=True).start()
+
+    def _emit(self, event: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the server has stopped: nobody is listening
+            pass
+
+    def _run(self, studio: Studio, *args: Any) -> None:
+        try:
+            with studio.cancellable(self.cancel):
+                _work(studio, *args, emit=self._emit)
+        finally:
+            self._lock.release()
+            self._emit(_DONE)
+
+    async def events(self) -> AsyncIterator[str]:
+        try:
+            while (event := await self._queue.get()) is not _DONE:
+                yield _line(**event)
+        finally:
+            self.cancel.set()
 
 
 def _page() -> str:
     return resources.files("emosae.studio").joinpath("static/studio.html").read_text("utf-8")
 
 
-def create_app(studio: Studio, host: str = "127.0.0.1") -> FastAPI:
-    """The studio's app (see the module docstring for the routes)."""
+def machine_names() -> set[str]:
+    """This machine's host names and addresses: its name, fully qualified name, what
+    they resolve to, and the address of its default route (a UDP `connect` sends
+    nothing)."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            names |= {str(a[4][0]) for a in socket.getaddrinfo(name, None)}
+        except OSError:
+            pass
+    for fam, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                names.add(s.getsockname()[0])
+        except OSError:
+            pass
+    return names
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The names a request's Host header may carry (see the module docstring)."""
+    names = LOOPBACK | {host} | set(extra)
+    if host in EVERY_INTERFACE:
+        names |= machine_names()
+    return frozenset(_bare(n) for n in names) - EVERY_INTERFACE
+
+
+def _bare(host: str) -> str:
+    """A Host header's name without its port, brackets, zone or final dot, lower case."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        h = h[1:].split("]", 1)[0]
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h.split("%", 1)[0].rstrip(".")
+
+
+def create_app(studio: Studio, host: str = "127.0.0.1", allow_hosts: Iterable[str] = ()) -> FastAPI:
+    """The studio's app (see the module docstring for the routes); `allow_hosts` are
+    further names the Host header may carry."""
     app = FastAPI(title="emosae studio", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
-    app.state.studio, app.state.lock = studio, lock
-    if host not in ("0.0.0.0", "::", ""):
-        hosts = sorted(LOOPBACK | {host}) + ["[::1]"]
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    hosts = allowed_hosts(host, allow_hosts)
+    app.state.studio, app.state.lock, app.state.hosts = studio, lock, hosts
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
-        resp = await call_next(request)
+        if _bare(request.headers.get("host", "")) not in hosts:
+            resp: Response = JSONResponse({"error": "invalid Host header"}, 400)
+        else:
+            resp = await call_next(request)
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
@@ -157,21 +237,22 @@ def create_app(studio: Studio, host: str = "127.0.0.1") -> FastAPI:
         return {"busy": lock.locked(), "hooks": studio.hooks_left()}
 
     @app.post("/api/chat")
-    def chat(req: ChatRequest) -> Response:
+    async def chat(req: ChatRequest) -> Response:
         if not lock.acquire(blocking=False):
             msg = "busy: the model is answering another request; try again when it is done"
             return JSONResponse({"error": msg}, 409)
         try:
             msgs = [m.model_dump() for m in req.messages]
-            prompt = studio.prompt(msgs, req.max_new_tokens)
+            prompt = await run_in_threadpool(studio.prompt, msgs, req.max_new_tokens)
             steer = studio.steering(req.steer)
+            job = _Job(studio, req, prompt, steer, lock)  # it releases the lock
         except EmosaeError as e:
             lock.release()
             return JSONResponse({"error": str(e)}, 400)
         except BaseException:
             lock.release()
             raise
-        return _Stream(_events(studio, req, prompt, steer), lock.release)
+        return _Stream(job.events(), job.cancel.set)
 
     @app.get("/features/")
     def dashboard_index() -> Response:
@@ -218,7 +299,11 @@ def warn_if_exposed(host: str) -> bool:
 
 
 def serve(
-    studio: Studio, host: str = "127.0.0.1", port: int = 8765, started: float | None = None
+    studio: Studio,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    started: float | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the studio until interrupted; logs its address once it listens (with the
     seconds since `started`, a `time.monotonic()` reading, when given)."""
@@ -236,6 +321,10 @@ def serve(
                 logger.info("studio ready: open http://%s:%d/%s", shown, port, took)
 
     config = uvicorn.Config(
-        create_app(studio, host), host=host, port=port, log_level="warning", access_log=False
+        create_app(studio, host, allow_hosts),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
     )
     _Server(config).run()

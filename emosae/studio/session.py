@@ -18,14 +18,21 @@ by `emosae.experiments.calibration.recommend` (records of emosae 0.2, which swep
 signs, walk each sign). An uncalibrated vector slides
 over `FALLBACK_RANGE` (the extremes of the default calibration sweep) with no mark.
 
+Cancellation: `cancellable` puts a check on every hook point of the model (every
+layer's attention and MLP, hundreds per forward), so a request whose client went away
+stops within one hook point of any forward (the prompt's, a token's, the reading's)
+rather than after minutes on a long prompt. Prompts are capped by a token budget
+(`MAX_PROMPT_TOKENS`, `emosae studio --max-prompt-tokens`) that the page shows.
+
 Not done here: batching several users (one generation runs at a time; see `server`).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,33 @@ FALLBACK_RANGE = (-0.4, 0.4)
 sweep (`CalibrationConfig.strengths`)."""
 MAX_NEW_TOKENS = 512
 """The most tokens one reply may ask for."""
+MAX_PROMPT_TOKENS = 2048
+"""The default token budget of a prompt (the rendered conversation before the reply;
+less in a smaller context): the attention's cost grows with its square (an 8k-token
+prompt took minutes on a CPU)."""
+
+
+class Cancelled(Exception):
+    """A forward stopped at a hook point because its request was cancelled."""
+
+
+@contextmanager
+def cancellable(model: Any, cancel: threading.Event) -> Iterator[None]:
+    """Inside, every forward of `model` raises `Cancelled` at its next hook point once
+    `cancel` is set. The checks are plain torch pre-hooks on the hook points, so
+    TransformerLens's `reset_hooks` (which `run_with_cache` and `hooks()` call) leaves
+    them in place; they are removed on exit, however it comes."""
+
+    def check(module: Any, args: Any) -> None:
+        if cancel.is_set():
+            raise Cancelled("the request was cancelled")
+
+    handles = [hp.register_forward_pre_hook(check) for hp in model.hook_dict.values()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @dataclass(frozen=True)
@@ -156,7 +190,16 @@ class Studio:
         slider: Mapping[str, Slider],
         features: Features | None = None,
         load_expr: str = "emosae.load_directions()",
+        max_prompt_tokens: int | None = None,
     ):
+        if max_prompt_tokens is None:  # the default budget, within a smaller context
+            max_prompt_tokens = min(MAX_PROMPT_TOKENS, model.cfg.n_ctx - 1)
+        if not 1 <= max_prompt_tokens < model.cfg.n_ctx:
+            raise EmosaeError(
+                f"--max-prompt-tokens must be between 1 and {model.cfg.n_ctx - 1} "
+                f"(the model's context), not {max_prompt_tokens}"
+            )
+        self.max_prompt_tokens = max_prompt_tokens
         self.model = model
         self.vecs = dict(vecs)
         self.sliders = dict(slider)
@@ -170,6 +213,7 @@ class Studio:
         run: str | Path | None = None,
         model: str | None = None,
         kind: str = "probe",
+        max_prompt_tokens: int | None = None,
     ) -> Studio:
         """Directions from `directions` (default: the run's, else the shipped ones), the
         SAE, labels and dashboard of `run`, and the model."""
@@ -183,7 +227,8 @@ class Studio:
             [f"kind={kind!r}"] if kind != "probe" else []
         )
         expr = f"emosae.load_directions({', '.join(args)})"  # for "copy as Python"
-        return cls(load_model(model), vecs, sliders(vecs, root, kind), feats, expr)
+        lm = load_model(model)
+        return cls(lm, vecs, sliders(vecs, root, kind), feats, expr, max_prompt_tokens)
 
     def info(self) -> dict[str, Any]:
         """What the page needs to draw itself."""
@@ -199,21 +244,25 @@ class Studio:
             "dashboard": bool(self.features and self.features.index()),
             "load": self.load_expr,
             "max_new_tokens": MAX_NEW_TOKENS,
+            "max_prompt_tokens": self.max_prompt_tokens,
         }
 
     def prompt(self, messages: Sequence[Message], max_new_tokens: int) -> ChatTokens:
         """The rendered conversation to reply to, refused when it does not end with the
-        user's turn or, with the reply, does not fit the context."""
+        user's turn, is over the prompt budget or, with the reply, does not fit the
+        context."""
         if not messages or messages[-1].get("role") != "user":
             raise EmosaeError("the conversation must end with a user message")
         if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise EmosaeError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}")
-        limit = 16 * self.model.cfg.n_ctx  # characters: refuse before tokenizing a novel
+        budget = self.max_prompt_tokens
+        over = f"over the studio's prompt budget of {budget} tokens (--max-prompt-tokens)"
+        limit = 16 * budget  # characters: refuse before tokenizing a novel
         if sum(len(m.get("content", "")) for m in messages) > limit:
-            raise EmosaeError(
-                f"the conversation is longer than the model's context of {self.model.cfg.n_ctx} tokens"
-            )
+            raise EmosaeError(f"the conversation is {over}")
         chat = render_chat(self.model, messages)
+        if len(chat.tokens) > budget:
+            raise EmosaeError(f"the conversation is {len(chat.tokens)} tokens, {over}")
         check_fits_context(self.model, len(chat.tokens), max_new_tokens)
         return chat
 
@@ -239,6 +288,12 @@ class Studio:
         """The page's data for a conversation (`readings.read_conversation`)."""
         return read_conversation(self.model, messages, self.vecs, self.features)
 
+    def cancellable(self, cancel: threading.Event) -> Any:
+        """See `cancellable`."""
+        return cancellable(self.model, cancel)
+
     def hooks_left(self) -> int:
-        """Forward hooks on the model (0 between generations)."""
-        return sum(len(h.fwd_hooks) for h in self.model.hook_dict.values())
+        """Forward hooks and cancellation checks on the model (0 between generations)."""
+        return sum(
+            len(h.fwd_hooks) + len(h._forward_pre_hooks) for h in self.model.hook_dict.values()
+        )

@@ -1,9 +1,10 @@
 """`emosae studio`: the slider ranges by hand; the streamed reply against `chat_reply`
 (steered and not) and its hooks; and the app on the real default model, served once for
 the module on a free loopback port, driven over HTTP and in headless Chromium: a chat
-with coloured tokens and bars, a steered reply beside the unsteered one, a too-long
-prompt, a client that disconnects, a busy model, feature pages, and the command's
-default address and start-up time. Every test name contains `studio` (`-k studio`)."""
+with coloured tokens and bars, a steered reply beside the unsteered one, sliders at rest
+that steer nothing, a too-long prompt, a client that disconnects (mid-reply and mid-prompt),
+a busy model, feature pages, forged Host headers, and the command's default address and
+start-up time. Every test name contains `studio` (`-k studio`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,22 +137,13 @@ def run_dir(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope="module")
-def served(real_model, run_dir):
-    """(base url, studio) of the app served in a thread of this process."""
+@contextmanager
+def _serve(app) -> Iterator[str]:
+    """The base url of `app` served on a free loopback port in a thread of this process."""
     import uvicorn
 
-    from emosae.steering.directions import load_directions
-    from emosae.studio.readings import Features
-    from emosae.studio.server import create_app
-    from emosae.studio.session import Studio, sliders
-
-    vecs = load_directions(run_dir)
-    studio = Studio(real_model, vecs, sliders(vecs, run_dir, "probe"), Features.of_run(run_dir))
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     for _ in range(200):
@@ -157,16 +151,40 @@ def served(real_model, run_dir):
             break
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{port}", studio
-    server.should_exit = True
-    t.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(real_model, run_dir):
+    """(base url, studio) of the app served in a thread of this process."""
+    from emosae.steering.directions import load_directions
+    from emosae.studio.readings import Features
+    from emosae.studio.server import create_app
+    from emosae.studio.session import Studio, sliders
+
+    vecs = load_directions(run_dir)
+    studio = Studio(real_model, vecs, sliders(vecs, run_dir, "probe"), Features.of_run(run_dir))
+    with _serve(create_app(studio)) as base:
+        yield base, studio
 
 
 def _post(base: str, body: dict) -> http.client.HTTPResponse:
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
     conn.request("POST", "/api/chat", json.dumps(body), {"Content-Type": "application/json"})
-    return conn.getresponse()
+    resp = conn.getresponse()
+    resp.conn = conn  # type: ignore[attr-defined]  # for _hang_up
+    return resp
+
+
+def _hang_up(resp: http.client.HTTPResponse) -> None:
+    """The client goes away: the response and its connection's socket closed."""
+    resp.close()
+    resp.conn.close()  # type: ignore[attr-defined]
 
 
 def _events(resp) -> list[dict]:
@@ -228,13 +246,39 @@ def test_studio_client_that_disconnects_leaves_no_hook(served):
     assert resp.status == 200
     resp.readline(), resp.readline()  # start, first token
     t0 = time.monotonic()
-    resp.close()  # the client goes away mid-reply
+    _hang_up(resp)  # the client goes away mid-reply
     st = _idle(base, timeout=30)
     assert time.monotonic() - t0 < 20, "the reply ran on after its client left"
     assert st["hooks"] == 0
     assert all(not h.fwd_hooks for h in studio.model.hook_dict.values())
     ok = _post(base, {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 2})
     assert ok.status == 200 and _events(ok)[-1]["event"] == "end"
+
+
+@pytest.mark.real
+def test_studio_client_gone_mid_prompt_releases_the_lock_within_seconds(served, real_model):
+    """Issue 30, case 16: a long prompt's forward (about 30 s for 2k tokens on two shared
+    cores) is cancelled at the model's next hook point when its client goes away: the
+    lock is free within seconds and the next request is answered. Prompts over the
+    budget the page shows are refused."""
+    base, studio = served
+    budget = studio.info()["max_prompt_tokens"]
+    assert budget == studio.max_prompt_tokens == 2048
+    msgs = [{"role": "user", "content": "word " * (budget - 60)}]
+    assert budget - 100 < len(render_chat(real_model, msgs).tokens) <= budget
+    resp = _post(base, {"messages": msgs, "max_new_tokens": 2})
+    assert resp.status == 200
+    assert json.loads(resp.readline())["event"] == "start"  # the prompt's forward begins
+    t0 = time.monotonic()
+    _hang_up(resp)
+    st = _idle(base, timeout=5)
+    assert time.monotonic() - t0 < 5 and st["hooks"] == 0
+    ok = _post(base, {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 2})
+    assert ok.status == 200 and _events(ok)[-1]["event"] == "end"
+    assert _idle(base)["hooks"] == 0
+    over = [{"role": "user", "content": "word " * (budget + 10)}]
+    r = _post(base, {"messages": over, "max_new_tokens": 2})
+    assert r.status == 400 and f"prompt budget of {budget} tokens" in json.loads(r.read())["error"]
 
 
 @pytest.mark.real
@@ -264,6 +308,35 @@ def test_studio_feature_pages_come_from_feature_ids_only(served, run_dir):
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("GET", "/", headers={"Host": "evil.example"})  # DNS rebinding
     assert conn.getresponse().status == 400
+
+
+@pytest.mark.real
+def test_studio_on_every_interface_refuses_a_forged_host(served):
+    """Issue 30, case 17: with --host 0.0.0.0 (served here on loopback only) the Host
+    header must still name this machine or an --allow-host name."""
+    from emosae.studio.server import create_app
+
+    _, studio = served
+    with _serve(create_app(studio, "0.0.0.0", allow_hosts=["Studio.example"])) as base:
+        port = base.rsplit(":", 1)[1]
+
+        def status(host: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+            conn.request("GET", "/api/info", headers={"Host": host})
+            return conn.getresponse().status
+
+        for forged in ["evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", ""]:
+            assert status(forged) == 400, forged
+        for ok in [
+            f"127.0.0.1:{port}",
+            f"[::1]:{port}",
+            "localhost",
+            socket.gethostname(),
+            f"{socket.gethostname()}:{port}",
+            "studio.example",
+            f"STUDIO.EXAMPLE:{port}",
+        ]:
+            assert status(ok) == 200, ok
 
 
 # ---------------------------------------------------------------- in a browser
@@ -320,6 +393,8 @@ def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model
     vecs = load_directions(run_dir)
     lo, hi = safe_range(calibrations(RunLayout(run_dir))["probe"]["calm"])
     assert hi > 0 and hi == vecs["calm"].default_strength
+    page.select_option("#add-concept", "calm")
+    page.click("#add")
     calm = page.locator(".slider input[data-concept='calm']")
     assert (calm.get_attribute("min"), calm.get_attribute("max")) == (str(lo), str(hi))
     assert page.locator(".slider[data-concept='calm'] .mark").count() == 1
@@ -345,12 +420,54 @@ def test_studio_page_slider_steers_a_reply_beside_the_unsteered(page, real_model
 
 
 @pytest.mark.real
-def test_studio_page_too_long_prompt_shows_an_error(page, real_model):
-    page.fill("#message", "word " * (real_model.cfg.n_ctx + 100))
+def test_studio_page_sliders_at_rest_steer_nothing(page, served, run_dir):
+    """Issue 30, case 18: a slider at rest is exactly 0 and steers nothing, even where
+    its range starts off the 0.01 grid; the panel shows the concepts that read highest
+    before the reply (not one slider per calibrated concept)."""
+    from emosae.steering.directions import calibrations
+
+    sent: list[dict] = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if "/api/chat" in r.url else None)
+    assert page.locator(".slider").count() == 0
+    page.fill("#message", PROMPT)
+    page.click("#send")
+    page.wait_for_selector(".reply.plain svg.bars", timeout=90_000)
+    bars = page.locator(".reply.plain svg.bars text").all_text_contents()
+    shown = page.locator(".slider").evaluate_all("els => els.map(e => e.dataset.concept)")
+    assert shown == [b.split(" ")[0] for b in bars[:3]]
+    c = "suspicious"  # calibrated to [-0.225, 0.225]: 0 is off its 0.01 grid from the minimum
+    lo, hi = safe_range(calibrations(RunLayout(run_dir))["probe"][c])
+    assert round(lo * 100) != lo * 100 and c not in shown
+    page.select_option("#add-concept", c)
+    page.click("#add")
+    page.locator(f".slider input[data-concept='{c}']").fill(str(hi))
+    assert f"{c} {hi:+.2f}" in page.inner_text("#settings")
+    page.click(f".slider[data-concept='{c}'] button.zero")  # back to rest
+    slider = page.locator(f".slider input[data-concept='{c}']")
+    slider.press("ArrowRight")  # by keyboard: 0.01 a key, and back to exactly 0
+    assert f"{c} +0.01" in page.inner_text("#settings")
+    slider.press("ArrowLeft")
+    values = page.locator(".slider input").evaluate_all("els => els.map(e => e.value)")
+    assert len(values) == 4 and set(values) == {"0"}
+    assert page.inner_text("#settings").startswith("none")
+    assert ".apply(" not in page.inner_text("#python")
+    page.fill("#message", "And then?")
+    page.click("#steer")
+    assert "move a steering slider" in page.inner_text("#error")
+    page.wait_for_timeout(500)
+    assert [b["steer"] for b in sent] == [{}], "steer sent a strength no slider was moved to"
+
+
+@pytest.mark.real
+def test_studio_page_too_long_prompt_shows_an_error(page, served):
+    _, studio = served
+    budget = studio.max_prompt_tokens
+    assert page.inner_text("#budget") == f"prompt budget {budget} tokens"
+    page.fill("#message", "word " * (budget + 100))
     page.click("#send")
     err = page.locator("#error")
     err.wait_for(state="visible", timeout=30_000)
-    assert "context" in err.inner_text()
+    assert f"prompt budget of {budget} tokens" in err.inner_text()
     assert page.locator(".turn").count() == 0
 
 
@@ -358,6 +475,8 @@ def test_studio_page_too_long_prompt_shows_an_error(page, real_model):
 def test_studio_page_stop_ends_the_steered_reply_and_leaves_no_hook(page, served):
     base, studio = served
     page.fill("#max-tokens", "300")
+    page.select_option("#add-concept", "calm")
+    page.click("#add")
     page.locator(".slider input[data-concept='calm']").fill("0.2")
     page.fill("#message", PROMPT)
     page.click("#steer")
