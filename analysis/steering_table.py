@@ -1,12 +1,20 @@
 """The steering headline of a run or checkpoint: `python analysis/steering_table.py
 [FOLDER] [--kind probe|sae] [--plot FILE.png]` prints one row per calibrated vector and the counts
-(default FOLDER: the shipped checkpoint)."""
+(default FOLDER: the shipped checkpoint); then, for the vectors whose held-out report was
+judged, the judged table: VADER, NRC, Warriner valence and the own readout (not
+independent), each as shift at +r against 0 and success rate."""
 
 import argparse
 import json
 
 from emosae.core.layout import RunLayout, shipped_checkpoint
-from emosae.experiments.steering_summary import headline, markdown, summary_rows
+from emosae.experiments.steering_summary import (
+    headline,
+    judged_headline,
+    judged_markdown,
+    markdown,
+    summary_rows,
+)
 from emosae.steering.directions import calibrations
 
 p = argparse.ArgumentParser()
@@ -18,6 +26,12 @@ cal = calibrations(RunLayout(a.folder or shipped_checkpoint()))
 rows = summary_rows(cal, a.kind)
 print(markdown(rows))
 print(json.dumps(headline(rows), indent=1))
+if any(r["judged"] for r in rows):
+    print()
+    print(judged_markdown(rows))
+    print(json.dumps(judged_headline(rows), indent=1))
+else:
+    print("\n(no judged held-out reports in this calibration: made before the judges)")
 if a.plot:
     from emosae.pipeline.plots import steering_summary_figure
 

@@ -192,6 +192,7 @@ def _heldout(
         "readout_shift_minus": sr.shift("readout", -r),
         "success": sr.success(r),
         "valence_shift": {"strength": r, **sr.shift("valence", r, -r)},
+        "judged": sr.judged(r),  # outside judges and the own readout, +r vs 0
         "ppl_ratio": {k: float(ratio[i]) for k, i in at.items()},
         "kl_per_token": {k: float(kl[i]) for k, i in at.items()},
         "replies": {k: sr.replies[i][0] for k, i in {**at, "0": sr.row(0.0)}.items()},

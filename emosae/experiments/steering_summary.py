@@ -2,7 +2,14 @@
 strength, held-out readout shift, success rate, valence shift, perplexity ratio, KL)
 and the counts the targets are stated in, each with its interval. Reads the json
 `save_calibrations` writes; draws nothing (the report's plot is
-`emosae.pipeline.plots.steering_summary`)."""
+`emosae.pipeline.plots.steering_summary`).
+
+The readout shift is the vector's own direction read back from the reply: not
+independent of the vector, and labelled so. The judged table (`judged_markdown`) puts
+beside it the judges no vector was fitted on (VADER, NRC, Warriner; see
+emosae.experiments.judges), each as `SteeredReplies.judged` reports it: the shift at +r
+against 0 and the success rate, where the held-out report carries a "judged" entry
+(calibrations made before the judges existed show n/a)."""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ def summary_rows(calibration: dict[str, Any], kind: str) -> list[dict[str, Any]]
                 "ppl_ratio": (h.get("ppl_ratio") or {}).get("+r", math.nan),
                 "kl_per_token": (h.get("kl_per_token") or {}).get("+r", math.nan),
                 "n_prompts": h.get("n_prompts", 0),
+                "judged": h.get("judged"),
             }
         )
     return rows
@@ -75,7 +83,7 @@ def _ci(mean: float, ci: Any, fmt: str = "+.2f") -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table (intervals in brackets)."""
     out = [
-        "| concept | layer | strength | readout shift +r vs 0 | success | valence +r minus -r | ppl ratio | KL/token |",
+        "| concept | layer | strength | own readout shift +r vs 0 (not independent) | success (own readout, not independent) | Warriner valence +r minus -r | ppl ratio | KL/token |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -88,3 +96,72 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{_ci(r['valence_shift'], r['valence_ci95'])} | {r['ppl_ratio']:.2f} | {r['kl_per_token']:.3f} |"
         )
     return "\n".join(out)
+
+
+JUDGE_COLUMNS = (
+    ("vader", "VADER"),
+    ("nrc", "NRC"),
+    ("valence", "Warriner valence"),
+    ("readout", "own readout (not independent)"),
+)
+"""The judged table's columns: `SteeredReplies.judged` keys and their headings."""
+
+
+def _judged_cell(j: dict[str, Any] | None) -> str:
+    """Direction, shift [CI] and success rate [Wilson CI] (k/n) of one judge."""
+    if not j:
+        return "n/a"
+    sh, su = j["shift"], j["success"]
+    arrow = {1: "up", -1: "down"}[j["direction"]]
+    cat = f" {j['category']}" if j.get("category") else ""
+    return (
+        f"{arrow}{cat}: {_ci(sh['mean'], sh['ci95'], '+.2f')}; "
+        f"{su['k']}/{su['n']} {_ci(su['rate'], su['ci95'], '.2f')}"
+    )
+
+
+def judged_markdown(rows: list[dict[str, Any]]) -> str:
+    """Rows carrying `judged` (a `SteeredReplies.judged` dict) as a markdown table: per
+    judge the expected direction, the shift at +r against 0 [bootstrap 95%] and the
+    success rate k/n [Wilson 95%], a reply with distinct-2 ratio < 0.7 never a success;
+    n/a where the concept expects no direction from that judge (or has no NRC category).
+    Then the median distinct-2 ratio and the count of degenerate replies."""
+    heads = " | ".join(h for _, h in JUDGE_COLUMNS)
+    out = [
+        f"| concept | strength | {heads} | distinct-2 ratio (degenerate) |",
+        "|---|---|" + "---|" * (len(JUDGE_COLUMNS) + 1),
+    ]
+    for r in rows:
+        j = r.get("judged")
+        if not j:
+            continue
+        d2 = j["distinct2_ratio"]
+        cells = " | ".join(_judged_cell(j.get(k)) for k, _ in JUDGE_COLUMNS)
+        out.append(
+            f"| {r['concept']} | {j['strength']:+.3g} | {cells} | "
+            f"{d2['median']:.2f} ({d2['degenerate']}/{d2['n']}) |"
+        )
+    return "\n".join(out)
+
+
+def _toward(j: dict[str, Any]) -> bool:
+    """The judge's shift interval lies wholly on the concept's side of 0."""
+    ci = j["shift"]["ci95"]
+    return bool(ci) and (ci[0] > 0 if j["direction"] > 0 else ci[1] < 0)
+
+
+def judged_headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per judge over the rows that carry it: how many vectors shift the judge the
+    concept's way with a 95% interval excluding 0, and how many have a success rate whose
+    Wilson interval lies above one half; and the median distinct-2 ratio."""
+    judged = [r["judged"] for r in rows if r.get("judged")]
+    out: dict[str, Any] = {"judged_vectors": len(judged)}
+    for key, _ in JUDGE_COLUMNS:
+        js = [j[key] for j in judged if key in j]
+        out[key] = {
+            "vectors": len(js),
+            "shift_ci_excludes_0_concepts_way": sum(_toward(j) for j in js),
+            "success_ci_above_half": sum(j["success"]["ci95"][0] > 0.5 for j in js),
+        }
+    out["median_distinct2_ratio"] = _median([j["distinct2_ratio"]["median"] for j in judged])
+    return out

@@ -117,6 +117,21 @@ def test_success_goes_the_concepts_way_and_never_counts_a_degenerate_reply():
         sr.success(0.0)
 
 
+def test_judged_table_marks_the_own_readout_and_counts_by_the_concepts_way():
+    from emosae.experiments.steering_summary import judged_headline, judged_markdown
+
+    sr = _replies([[0.5, 0.2], [0.0, 0.0], [-0.4, -0.3]], [[1, 1], [1, 1], [1.0, 0.5]])
+    rows = [{"concept": "sad", "judged": sr.judged(1.0)}, {"concept": "old", "judged": None}]
+    md = judged_markdown(rows).splitlines()
+    assert len(md) == 3 and "own readout (not independent)" in md[0]
+    assert md[2].startswith("| sad | +1 | down: -0.35 [-0.40, -0.30]; 1/2 0.50 [")
+    assert "up sadness: +0.00" in md[2] and md[2].endswith("| 0.75 (1/2) |")
+    h = judged_headline(rows)
+    assert h["judged_vectors"] == 1 and h["vader"]["shift_ci_excludes_0_concepts_way"] == 1
+    assert h["readout"]["shift_ci_excludes_0_concepts_way"] == 0  # no shift at all
+    assert h["vader"]["success_ci_above_half"] == 0 and h["median_distinct2_ratio"] == 0.75
+
+
 @pytest.mark.real
 def test_shipped_happy_replies_get_judged_with_a_working_repetition_penalty(real_model):
     import torch
