@@ -53,10 +53,15 @@ the second up; between them no direction is expected."""
 
 
 class Judge(Protocol):
-    name: str
-    """What the judge measures, for tables."""
-    direction: int
-    """+1 / -1: the way the concept should move the score; 0: no direction expected."""
+    @property
+    def name(self) -> str:
+        """What the judge measures, for tables."""
+        ...
+
+    @property
+    def direction(self) -> int:
+        """+1 / -1: the way the concept should move the score; 0: none expected."""
+        ...
 
     def score(self, text: str) -> float: ...
 
@@ -64,7 +69,9 @@ class Judge(Protocol):
 @cache
 def _vader():
     try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        from vaderSentiment.vaderSentiment import (  # type: ignore[import-untyped]
+            SentimentIntensityAnalyzer,
+        )
     except ImportError:
         raise EmosaeError(
             "the VADER judge needs vaderSentiment (pip install vaderSentiment)"
