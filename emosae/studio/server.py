@@ -30,7 +30,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from functools import partial
 from importlib import resources
 from typing import Any, Literal
 
@@ -72,16 +73,16 @@ class _Stream(StreamingResponse):
     """A streaming response that, however it ends (done, failed, client gone), closes
     its body and then calls `on_close`."""
 
-    def __init__(self, body: AsyncIterator[str], on_close: Callable[[], None]):
+    def __init__(self, body: AsyncGenerator[str, None], on_close: Callable[[], None]):
         super().__init__(body, media_type="application/x-ndjson")
-        self._on_close = on_close
+        self._body, self._on_close = body, on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             try:
-                await self.body_iterator.aclose()
+                await self._body.aclose()
             finally:
                 self._on_close()
 
@@ -132,8 +133,8 @@ class _Job:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._lock = lock
-        args = (studio, req, chat, steer)
-        threading.Thread(target=self._run, args=args, name="emosae-studio", daemon=True).start()
+        work = partial(_work, studio, req, chat, steer, emit=self._emit)
+        threading.Thread(target=self._run, args=(studio, work), daemon=True).start()
 
     def _emit(self, event: Any) -> None:
         try:
@@ -141,15 +142,15 @@ class _Job:
         except RuntimeError:  # the server has stopped: nobody is listening
             pass
 
-    def _run(self, studio: Studio, *args: Any) -> None:
+    def _run(self, studio: Studio, work: Callable[[], None]) -> None:
         try:
             with studio.cancellable(self.cancel):
-                _work(studio, *args, emit=self._emit)
+                work()
         finally:
             self._lock.release()
             self._emit(_DONE)
 
-    async def events(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncGenerator[str, None]:
         try:
             while (event := await self._queue.get()) is not _DONE:
                 yield _line(**event)

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -212,7 +212,7 @@ class Studio:
         directions: str | Path | None = None,
         run: str | Path | None = None,
         model: str | None = None,
-        kind: str = "probe",
+        kind: Literal["probe", "sae"] = "probe",
         max_prompt_tokens: int | None = None,
     ) -> Studio:
         """Directions from `directions` (default: the run's, else the shipped ones), the
