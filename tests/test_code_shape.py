@@ -98,6 +98,7 @@ LAYERS = [
     {"studio"},
     {"pipeline"},
     {"experiments"},
+    {"validation"},
     {"dashboard"},
     {"reading"},
     {"steering"},

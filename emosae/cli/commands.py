@@ -119,7 +119,12 @@ def _labels(args: argparse.Namespace) -> None:
         if args.out:
             folders.check_claimable(args.out, "labels")
         with folders.lock(L.root):
-            res = label_features(L.probes, L.sae, L.cache, out, load_model(args.model), cfg, cs)
+            model = load_model(args.model)
+            res = label_features(L.probes, L.sae, L.cache, out, model, cfg, cs)
+            if cfg.transfer and not args.out and cs is None:
+                from emosae.validation.run import transfer_run_labels
+
+                transfer_run_labels(model, L.root, cfg.outside, cfg.permutations, cfg.fdr_q or 0.05)
     print(json.dumps(res["counts"]))
     print(_thresholds_line(res))
     n = res.get("null")
@@ -181,6 +186,24 @@ def _pretrained(ref: str) -> Path:
     return dest
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from emosae.validation.report import readout_table
+    from emosae.validation.run import ValidateJob, run_validate_job
+
+    job = _parse_dataclass(ValidateJob, args.rest, "emosae validate")
+    res = run_validate_job(job)
+    print("\n".join(readout_table(res)))
+    lab = res.get("labels")
+    if lab:
+        sc = lab["single_concept"]
+        print(
+            f"labels: {sc['transfer']} of {sc['n']} single-concept labels transfer (outside "
+            f"AUROC >= {lab['threshold']['threshold']:.2f}, FDR {lab['threshold']['fdr']:.3f}); "
+            f"best feature per concept, mean outside AUROC {lab['best_mean_auroc'][0]:.3f}"
+        )
+    print(f"written to {job.out}/validation.md")
+
+
 def _compare(args: argparse.Namespace) -> None:
     from emosae.features.compare import compare_features
 
@@ -228,7 +251,7 @@ def _steer(args: argparse.Namespace) -> None:
     steer_command(args)
 
 
-PASSTHROUGH = {"run", "cache", "train", "probes", "labels"}
+PASSTHROUGH = {"run", "cache", "train", "probes", "labels", "validate"}
 """Subcommands whose remaining flags are their config dataclass's (simple_parsing)."""
 
 
@@ -248,6 +271,7 @@ def add_subcommands(
         ("cache", _cache, "cache residual activations"),
         ("train", _train, "train SAE(s) from a cache"),
         ("probes", _probes, "fit and validate concept vectors"),
+        ("validate", _validate, "score directions and labels on an outside corpus"),
     ):
         sub.add_parser(name, help=hlp, add_help=False)
         handlers[name] = fn

@@ -64,6 +64,12 @@ class LabelConfig:
     """Top-activating contexts listed per labelled feature."""
     context_window: int = 12
     """Tokens shown either side of an activating token."""
+    transfer: bool = True
+    """Also score the labels on the outside corpus (`emosae validate`'s) and prefer, per
+    concept, a best feature that transfers (`emosae.validation.transfer`); only where the
+    corpus has texts of the run's concepts (the bundled emotions)."""
+    outside: str | None = None
+    """The outside corpus for `transfer` (default: the bundled one)."""
 
     def __post_init__(self):
         if not 0 <= self.fdr_q < 1:

@@ -10,7 +10,7 @@ one-line error everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -111,3 +111,26 @@ def right_pad_mask(seqs: Sequence[Tensor]) -> Int[Tensor, "batch pos"]:
     in ChatML models) from being taken for padding."""
     lens = torch.tensor([len(s) for s in seqs])
     return (torch.arange(int(lens.max()))[None] < lens[:, None]).long()
+
+
+@torch.no_grad()
+def padded_hook_acts(
+    model: Any, seqs: Sequence[Tensor], hooks: Sequence[str], batch_size: int = 16
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """(index, {hook: [T, d] activations}) of every 1-D token sequence, run in
+    length-sorted right-padded batches with their explicit mask, one forward per batch
+    for all `hooks` (stopping after the last one needed). Batched = alone within 1e-4."""
+    dev = torch.device(model.cfg.device)
+    pad = pad_id(getattr(model, "tokenizer", None))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        chunk = [seqs[i] for i in idx]
+        _, cache = model.run_with_cache(
+            right_pad(chunk, pad).to(dev),
+            attention_mask=right_pad_mask(chunk).to(dev),
+            names_filter=list(hooks),
+            stop_at_layer=stop_layer(hooks),
+        )
+        for r, i in enumerate(idx):
+            yield i, {h: cache[h][r, : len(seqs[i])] for h in hooks}

@@ -95,6 +95,11 @@ def _labels(ctx: StageContext) -> None:
 
     lay = ctx.layout
     label_features(lay.probes, lay.sae, lay.cache, lay.labels, ctx.model(), ctx.cfg.labels)
+    if ctx.cfg.labels.transfer:
+        from emosae.validation.run import transfer_run_labels
+
+        c = ctx.cfg.labels
+        transfer_run_labels(ctx.model(), lay.root, c.outside, c.permutations, c.fdr_q or 0.05)
 
 
 def _compare(ctx: StageContext) -> None:
