@@ -183,8 +183,10 @@ class CacheWriter:
     def check_header(self, header: dict[str, Any]) -> dict[str, Any]:
         """The first process writes the header with its storage dtype; any later run must
         match it (with dtype auto it takes the recorded dtype). Returns the full header."""
-        if self.d.is_main and not self.files.config.exists():
-            io.write_json(self.files.config, {**header, **self.choose_dtype()})
+        if not self.files.config.exists():
+            choice = self.choose_dtype()  # on every rank, so that a bad corpus stops them all
+            if self.d.is_main:
+                io.write_json(self.files.config, {**header, **choice})
         self.d.barrier()
         old = json.loads(self.files.config.read_text())
         asked = self.cfg.dtype

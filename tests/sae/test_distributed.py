@@ -26,9 +26,10 @@ pytestmark = pytest.mark.real
 
 HOOK = "blocks.2.hook_resid_post"
 CORPUS = dict(max_tokens=64 * 40, context_len=64)
-CACHE = dict(contexts_per_shard=6, batch_size=4, dtype="float32")
+# dtype: the default, auto, so that rank 0's measured choice is what every rank stores
+CACHE = dict(contexts_per_shard=6, batch_size=4)
 # Flags for the same configs on the command line.
-CACHE_FLAGS = "--layers 2 --max_tokens 2560 --context_len 64 --contexts_per_shard 6 --batch_size 4 --dtype float32"
+CACHE_FLAGS = "--layers 2 --max_tokens 2560 --context_len 64 --contexts_per_shard 6 --batch_size 4"
 TRAIN = dict(
     sae=SAEConfig(architecture="topk", d_sae=256, k=8),
     batch_size=64,
@@ -93,6 +94,7 @@ def test_torchrun_cache_equals_single_process(single_cache, dist_cache):
     mb = json.loads((dist_cache / "manifest.json").read_text())
     # Both ranks did work, and the shards are the same files a single process writes.
     assert {s["rank"] for s in mb["shards"]} == {0, 1}
+    assert mb["dtype"] == "float16" and mb["dtype_choice"]["asked"] == "auto"
     assert [s["sha256"] for s in ma["shards"]] == [s["sha256"] for s in mb["shards"]]
     drop = ("shards", "code_version")
     assert {k: v for k, v in ma.items() if k not in drop} == {
