@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from emosae.core.log import logger
 from emosae.lm.chat import chat_reply, check_text
 from emosae.lm.models import load_model
 from emosae.steering.directions import load_directions
-from emosae.steering.vector import MAX_STRENGTH
+from emosae.steering.vector import check_strength
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -104,13 +103,8 @@ def _check_args(args: argparse.Namespace) -> None:
         ("--strength", args.strength),
         *(("--strengths", x) for x in args.strengths or []),
     ]:
-        if s is not None and not math.isfinite(s):
-            raise EmosaeError(f"{name} must be a finite number, not {s}")
-        if s is not None and abs(s) > MAX_STRENGTH:
-            raise EmosaeError(
-                f"{name} {s:g} is beyond any sane strength: |s| <= {MAX_STRENGTH:g} (relative to "
-                "the mean residual norm; calibrated strengths are 0.1-0.4)"
-            )
+        if s is not None:
+            check_strength(s, name)
     if args.max_new_tokens < 1:
         raise EmosaeError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}")
     check_text(args.prompt, "--prompt")

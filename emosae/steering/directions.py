@@ -10,18 +10,17 @@ from typing import Any, Literal
 
 from emosae.core import compat, folders, io
 from emosae.core.errors import EmosaeError
-from emosae.core.layout import (
-    LabelFiles,
-    ProbeFiles,
-    RunLayout,
-    shipped_checkpoint,
-    shipped_name,
-    user_calibration,
-)
+from emosae.core.layout import LabelFiles, ProbeFiles, RunLayout, shipped_checkpoint
 from emosae.core.log import logger
 from emosae.features.labels import load_labels
 from emosae.lm.hooks import block_layer, hook_layer, resid_hook
 from emosae.probes.vectors import load_vectors
+from emosae.steering.calibrations import (  # noqa: F401 (re-exported)
+    calibration_files,
+    calibrations,
+    check_entries,
+    user_calibrations,
+)
 from emosae.steering.vector import ReadoutRef, SteeringVector
 
 
@@ -50,13 +49,18 @@ def load_directions(
     root = Path(path) if path is not None else shipped_checkpoint()
     if kind == "probe":
         vecs = _probe_directions(root, layer, method)
-        if layer is None:  # each at the layer its calibration chose to steer at
-            vecs = _at_calibrated_layers(vecs, root, method)
+        hooks = {resid_hook(L) for L in io.read_json(_probe_files(root).vectors_meta)["layers"]}
     elif kind == "sae":
         vecs = _sae_directions(root, sae_dir, probe_dir)
+        hooks = {v.hook_name for v in vecs.values()}
     else:
         raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
-    return with_calibrated_strengths(vecs, RunLayout(root), kind)
+    # every calibration entry is checked before any is used (emosae.steering.calibrations)
+    files = calibration_files(RunLayout(root))
+    check_entries(files, kind, vecs, hooks)
+    if kind == "probe" and layer is None:  # each at the layer its calibration chose
+        vecs = _at_calibrated_layers(vecs, root, method, files)
+    return with_calibrated_strengths(vecs, RunLayout(root), kind, files)
 
 
 def steering_candidates(
@@ -80,17 +84,15 @@ def _reading_like(vec: SteeringVector, reader: SteeringVector) -> SteeringVector
 
 
 def _at_calibrated_layers(
-    vecs: dict[str, SteeringVector], root: Path, method: str
+    vecs: dict[str, SteeringVector], root: Path, method: str, files: list
 ) -> dict[str, SteeringVector]:
     """Each vector moved to the layer its calibration (the user's, else the folder's)
     chose to steer at; it keeps reading where it read."""
-    layout = RunLayout(root)
-    found = [user_calibrations(layout)[1].get("probe", {}), calibrations(layout).get("probe", {})]
+    found = [cal.get("probe", {}) for _, cal in files]
     want = {}
     for e, v in vecs.items():
         c = next((c for c in (f.get(e) for f in found) if _same_source(c, v)), None)
-        hook = c.get("hook") if c else None
-        if isinstance(hook, str) and hook != v.hook_name and block_layer(hook) is not None:
+        if c is not None and c["hook"] != v.hook_name:  # a checked probe-layer hook
             want[e] = block_layer(c["hook"])
     if not want:
         return vecs
@@ -102,41 +104,20 @@ def _same_source(c: Any, v: SteeringVector) -> bool:
     return isinstance(c, dict) and c.get("source") == v.source
 
 
-def calibrations(layout: RunLayout) -> dict[str, Any]:
-    """The calibration file of a run or checkpoint ({} when none was made)."""
-    f = layout.calibrate
-    if not f.calibration.exists():
-        return {}
-    folders.verify(f.dir, [f.calibration.name])
-    return io.read_json(f.calibration)
-
-
-def user_calibrations(layout: RunLayout) -> tuple[Path, dict[str, Any]]:
-    """For a shipped checkpoint, the user's own calibration of its vectors (written by
-    `emosae steer --calibrate --save`, since the checkpoint stays read-only) and its
-    file; ({} and no file) for any other folder or when there is none."""
-    name = shipped_name(layout.root)
-    if name is None:
-        return Path(), {}
-    mine = user_calibration(name)
-    return mine.calibrate.calibration, calibrations(mine)
-
-
 def with_calibrated_strengths(
-    vecs: dict[str, SteeringVector], layout: RunLayout, kind: str
+    vecs: dict[str, SteeringVector], layout: RunLayout, kind: str, files: list | None = None
 ) -> dict[str, SteeringVector]:
     """Give each vector calibrated for this kind, source and hook its recommended strength:
     the user's own calibration of a shipped checkpoint's vector, where there is one, else
-    the folder's."""
-    cal = calibrations(layout).get(kind, {})
-    where, mine = user_calibrations(layout)
-    mine = mine.get(kind, {})
+    the folder's (`files`: `calibration_files(layout)`, when already read)."""
+    (where, mine), (_, cal) = files or calibration_files(layout)
+    mine, cal = mine.get(kind, {}), cal.get(kind, {})
     out = {}
     for e, v in vecs.items():
         c = next((c for c in (mine.get(e), cal.get(e)) if fits_calibration(c, v)), None)
         if c is not None and c is mine.get(e):
             logger.info("%s (%s): your calibrated strength from %s", e, kind, where)
-        out[e] = v.with_default_strength(c["recommended"]) if c else v
+        out[e] = v.with_default_strength(c.get("recommended")) if c else v
     return out
 
 

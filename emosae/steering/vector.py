@@ -43,6 +43,19 @@ the model only emits noise or nothing (1e30 gives an empty reply), never a stron
 emotion."""
 
 
+def check_strength(s: Any, what: str) -> float:
+    """`s` as a float if it is a finite number with |s| <= `MAX_STRENGTH`, else a
+    one-line error naming `what`: the bound of the command line and of calibration files."""
+    if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
+        raise EmosaeError(f"{what} must be a finite number, not {s!r:.40}")
+    if abs(s) > MAX_STRENGTH:
+        raise EmosaeError(
+            f"{what} {s:g} is beyond any sane strength: |s| <= {MAX_STRENGTH:g} (relative to "
+            "the mean residual norm; calibrated strengths are 0.1-0.4)"
+        )
+    return float(s)
+
+
 def _frozen(m: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(m))
 

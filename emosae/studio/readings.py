@@ -159,8 +159,9 @@ def read_conversation(
     tokens, scores, features}], "reads": [{message, scores}]}, scores in the order of
     `vecs`."""
     reading = read(model, messages, vecs)
-    text = render_chat(model, messages).text
-    starts = char_offsets(model.tokenizer, text, reading.token_ids)
+    chat = render_chat(model, messages)  # contents as text: not re-tokenized from `text`
+    text = chat.text
+    starts = list(chat.starts) or char_offsets(model.tokenizer, text, reading.token_ids)
     if len(starts) != len(reading.tokens):
         raise EmosaeError("could not align the conversation's tokens with its text")
     spans = content_spans(model, text, messages)
