@@ -2,12 +2,19 @@
 activations as sharded safetensors (read back by `emosae.sae.reader`).
 
 Layout of a cache folder (file names from `emosae.core.layout.CacheFiles`):
-  manifest.json            model, hooks, d_model, dtype, context length, rows per shard,
-                           sha256 of every shard, corpus fingerprint, code version
+  manifest.json            model, hooks, d_model, dtype and why, context length, rows per
+                           shard, sha256 and largest |x| of every shard, corpus
+                           fingerprint, code version
   shard_00000.safetensors  one [rows, d_model] tensor per hook, plus `tokens`, `doc_ids`,
                            `positions` and `context_ids` per row (row = one token)
   shard_00000.json         sidecar written after the shard: its sha256 and row count
   documents.jsonl          document id -> source and index, to trace rows to text
+
+Nothing unrepresentable is stored: the storage dtype is chosen from the model's measured
+range on the first batch (`CacheConfig.dtype`, recorded with its reason as the manifest's
+`dtype_choice`), and every shard is checked before it is written: a value its dtype
+cannot hold (float16 overflows at 65504; Gemma's residual stream passes that) is one
+line naming the shard, the hook and the largest magnitude, and nothing is sealed.
 
 Resumable: shards are written to a temp name and renamed, and the sidecar marks a shard
 complete; a rerun verifies complete shards and computes the others. Contexts and the

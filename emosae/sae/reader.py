@@ -1,6 +1,8 @@
 """Reading an activation cache: a verified manifest, memory-mapped shards, and the
 shuffled batch stream that feeds sae-lens. Knows the cache's file format (see
-`emosae.sae.cache`), nothing of runs or stages.
+`emosae.sae.cache`), nothing of runs or stages. Every row it serves has passed
+`emosae.core.finite.check_finite`: a cache holding inf or nan (written before the writer
+checked, or edited since) is refused in one line naming the shard and hook.
 
 Shape letters: N rows (tokens), D d_model, B batch.
 """
