@@ -172,6 +172,24 @@ class CompareFiles:
 
 
 @dataclass(frozen=True)
+class ValidationFiles:
+    """`emosae validate`'s folder: figures on an outside corpus (`emosae.validation`)."""
+
+    dir: Path
+
+    @property
+    def json(self) -> Path:
+        return self.dir / "validation.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.dir / "validation.md"
+
+    def outputs(self) -> list[Path]:
+        return [self.json, self.markdown]
+
+
+@dataclass(frozen=True)
 class CalibrationFiles:
     """Strength calibrations of steering vectors (see `emosae.experiments.calibration`)."""
 
@@ -286,6 +304,10 @@ class RunLayout:
     @property
     def compare(self) -> CompareFiles:
         return CompareFiles(self.root / "compare")
+
+    @property
+    def validation(self) -> ValidationFiles:
+        return ValidationFiles(self.root / "validation")
 
     @property
     def calibrate(self) -> CalibrationFiles:

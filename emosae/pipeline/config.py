@@ -19,6 +19,7 @@ from emosae.probes.vectors import VectorsConfig
 from emosae.sae.cache import CacheConfig
 from emosae.sae.config import SAEConfig, TrainConfig
 from emosae.sae.contexts import CorpusConfig
+from emosae.validation.run import ValidateConfig
 
 Preset = Literal["smoke", "default", "ship", "full"]
 
@@ -62,6 +63,7 @@ class RunConfig:
     (benchmarks/results/sae_default_sweep.md)."""
     probes: VectorsConfig = field(default_factory=VectorsConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     experiments: ExperimentConfig = field(default_factory=ExperimentConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -84,6 +86,8 @@ def _smoke() -> RunConfig:
             max_stories_per_concept=6,
             max_dialogues=48,
         ),
+        labels=LabelConfig(transfer=False),
+        validate=ValidateConfig(bundled=False, per_concept=2, permutations=5),
         calibrate=CalibrateConfig(
             emotions=("happy",),
             kinds=("probe",),

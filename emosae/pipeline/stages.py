@@ -145,6 +145,14 @@ def _experiments(ctx: StageContext) -> None:
     folders.seal(lay.experiments.dir, "experiments")
 
 
+def _validate(ctx: StageContext) -> None:
+    from emosae.validation.run import validate, write_validation
+
+    lay, c = ctx.layout, ctx.cfg.validate
+    res = validate(ctx.model(), lay.root, c.texts(), bundled=c.bundled, permutations=c.permutations)
+    write_validation(lay.validation, res)
+
+
 def _calibrate(ctx: StageContext) -> None:
     from emosae.experiments.calibration import calibrate, save_calibrations
     from emosae.steering.directions import load_directions, steering_candidates
@@ -213,6 +221,13 @@ STAGES: tuple[Stage, ...] = (
         lambda L, c: L.compare.outputs(),
     ),
     Stage(
+        "validate",
+        ("probes", "labels"),
+        lambda c: c.validate,
+        _validate,
+        lambda L, c: L.validation.outputs(),
+    ),
+    Stage(
         "dashboard",
         ("cache", "train", "probes", "labels"),
         lambda c: None,
@@ -235,7 +250,17 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "report",
-        ("cache", "train", "probes", "labels", "compare", "calibrate", "experiments", "dashboard"),
+        (
+            "cache",
+            "train",
+            "probes",
+            "labels",
+            "compare",
+            "validate",
+            "calibrate",
+            "experiments",
+            "dashboard",
+        ),  # fmt: skip
         lambda c: None,
         _report,
         _report_outputs,

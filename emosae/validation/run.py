@@ -21,6 +21,7 @@ Shape letters: N texts, C concepts, F labelled features.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from emosae.core import folders, io
 from emosae.core.errors import EmosaeError
-from emosae.core.layout import LabelFiles, RunLayout, shipped_checkpoint
+from emosae.core.layout import LabelFiles, RunLayout, ValidationFiles, shipped_checkpoint
 from emosae.core.log import logger
 from emosae.core.stats import mean_ci
 from emosae.validation import measures as M
@@ -39,6 +40,35 @@ from emosae.validation.report import markdown
 
 GRID = np.round(np.arange(0.5, 0.991, 0.01), 2)
 """AUROC thresholds tried for labels that transfer."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The pipeline's validate stage: which outside texts it reads and what it compares."""
+
+    corpus: str | None = None
+    """An outside corpus (default: the bundled one)."""
+    bundled: bool = True
+    """Also score the bundled held-out stories, for comparison."""
+    per_concept: int = 0
+    """Read at most this many texts of each concept (0: all; the smoke preset reads 2)."""
+    permutations: int = 20
+    """Shuffles of the corpus's concepts for the labels' false-discovery rate."""
+
+    def __post_init__(self) -> None:
+        if self.per_concept < 0 or self.permutations < 1:
+            raise EmosaeError("per_concept must be >= 0 and permutations >= 1")
+
+    def texts(self) -> list[Any]:
+        """The corpus's texts, at most `per_concept` of each concept."""
+        from emosae.data.outside import load_outside
+
+        texts, seen = [], Counter[str]()
+        for t in load_outside(self.corpus, min_texts=0):
+            seen[t.concept] += 1
+            if not self.per_concept or seen[t.concept] <= self.per_concept:
+                texts.append(t)
+        return texts
 
 
 @dataclass(frozen=True)
@@ -188,7 +218,8 @@ def score_labels(
     """Per labelled feature, its AUROC for its concept on the corpus (with interval), and
     which features transfer at the threshold chosen at FDR <= q."""
     idx = {c: i for i, c in enumerate(concepts)}
-    keep = np.array([c in idx for c in lab.concept_F])
+    present = {concepts[i] for i in np.unique(y_N)}  # concepts the corpus has texts of
+    keep = np.array([c in present for c in lab.concept_F])
     cF = np.array([idx.get(c, -1) for c in lab.concept_F])
     ci_F3 = np.full((len(cF), 3), math.nan)
     ci_F3[keep] = M.feature_auroc_cis(f_NF[:, keep], y_N, cF[keep])
@@ -294,13 +325,7 @@ def run_validate_job(job: ValidateJob, model: Any = None) -> dict[str, Any]:
         q=job.q,
     )
     res["job"] = asdict(job)
-    out = Path(job.out)
-    with folders.lock(out):
-        folders.claim(out, "validation")
-        io.write_json(out / "validation.json", res)
-        io.write_text(out / "validation.md", markdown(res))
-        folders.seal(out, "validation")
-    logger.info("validation written to %s", out)
+    write_validation(ValidationFiles(Path(job.out)), res)
     return res
 
 
@@ -344,3 +369,13 @@ def transfer_run_labels(
     scored = score_labels(lab, concepts, f, y, permutations, q)
     files = LabelFiles(root) if LabelFiles(root).labels.exists() else RunLayout(root).labels
     return annotate_labels(files, scored, corpus_identity(corpus, texts))
+
+
+def write_validation(files: ValidationFiles, res: dict[str, Any]) -> None:
+    """validation.json and validation.md, in an emosae `validation` folder."""
+    with folders.lock(files.dir):
+        folders.claim(files.dir, "validation")
+        io.write_json(files.json, res)
+        io.write_text(files.markdown, markdown(res))
+        folders.seal(files.dir, "validation")
+    logger.info("validation written to %s", files.dir)

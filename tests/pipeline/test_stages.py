@@ -24,6 +24,7 @@ def test_stages_are_declared_once_in_dependency_order():
         "probes",
         "labels",
         "compare",
+        "validate",
         "dashboard",
         "calibrate",
         "experiments",
