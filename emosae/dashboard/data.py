@@ -77,6 +77,10 @@ class FeatureData:
     """The concepts whose thresholds the feature passes (labels.json)."""
     style_covariate: str | None = None
     """The surface covariate explaining most of its story activations (labels.json)."""
+    outside_auroc: list[float] | None = None
+    """Its label's AUROC on the outside corpus [value, lo, hi] (labels that transfer)."""
+    transfers: bool | None = None
+    """Whether the label holds on the outside corpus (None: not checked)."""
     n_tokens: int = 0
     n_fired: int = 0
     max_activation: float = 0.0
@@ -364,6 +368,8 @@ def collect(inp: Inputs, feats: list[int], model: Any, cfg: DashboardConfig) -> 
                 kind=info.get("kind", "unlabelled"),
                 concepts=list(info.get("concepts", [])),
                 style_covariate=info.get("style_covariate"),
+                outside_auroc=info.get("outside_auroc"),
+                transfers=info.get("transfers"),
                 n_tokens=s.n_rows,
                 n_fired=int(s.fired_F[j]),
                 max_activation=mx,

@@ -171,6 +171,15 @@ def _contexts(fd: FeatureData) -> str:
     return "".join(out)
 
 
+def transfer_text(fd: FeatureData) -> str:
+    """Its label's outside-corpus AUROC beside the bundled held-out one, where checked."""
+    if fd.outside_auroc is None:
+        return ""
+    v, lo, hi = fd.outside_auroc
+    verdict = "transfers" if fd.transfers else "corpus-specific"
+    return f" &middot; outside corpus AUROC {v:.3f} [{lo:.3f}, {hi:.3f}] ({verdict})"
+
+
 def feature_page(fd: FeatureData, meta: PageMeta, files: DashboardFiles) -> str:
     """The page of one feature."""
     name = f"Feature {fd.index}" + (f": {fd.label}" if fd.label else "")
@@ -180,7 +189,7 @@ def feature_page(fd: FeatureData, meta: PageMeta, files: DashboardFiles) -> str:
         f"{html.escape(meta.model)} &middot; <code>{html.escape(meta.hook)}</code> &middot; "
         f"{meta.d_sae} features</p><h1>{html.escape(name)}</h1>"
         f"<p class=meta>kind: {html.escape(fd.kind)} &middot; max activation "
-        f"{fd.max_activation:.3f} &middot; density {fd.density:.4g}</p>"
+        f"{fd.max_activation:.3f} &middot; density {fd.density:.4g}{transfer_text(fd)}</p>"
         f"<div class=grid><div><h2>Activation density</h2>{histogram_svg(fd)}</div>"
         f"<div><h2>Logit lens</h2><p>Promoted:<br>{_tokens(fd.logit_top)}</p>"
         f"<p>Suppressed:<br>{_tokens(fd.logit_bottom)}</p></div></div>"
@@ -215,6 +224,8 @@ def _index_row(fd: FeatureData, group: str, files: DashboardFiles) -> str:
     kind = fd.kind + (
         f" ({fd.style_covariate})" if fd.kind == "style" and fd.style_covariate else ""
     )
+    if fd.transfers is not None:
+        kind += ", transfers" if fd.transfers else ", corpus-specific"
     text = " ".join([str(fd.index), group, fd.kind, *fd.concepts, *fd.logit_top[:5]]).lower()
     runner = (
         f"<td>{html.escape(other['concept'])}</td><td class=num>{other['heldout']:.3f}</td>"

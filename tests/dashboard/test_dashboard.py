@@ -365,3 +365,13 @@ def test_smoke_dashboard_renders_in_a_browser(smoke_run, tmp_path, capsys, brows
     assert page.locator("div.ctx span.at").first.get_attribute("title")
     assert page.locator("table.auroc tbody tr").count() == len(labels["concepts"])
     assert errors == []
+
+
+def test_pages_show_whether_a_label_transfers(tmp_path):
+    files = DashboardFiles(tmp_path)
+    fd = FeatureData(index=3, label="joy", kind="concept", concepts=["joy"])
+    assert "outside corpus" not in feature_page(fd, META, files)
+    fd.outside_auroc, fd.transfers = [0.41, 0.30, 0.52], False
+    page = feature_page(fd, META, files)
+    assert "outside corpus AUROC 0.410 [0.300, 0.520] (corpus-specific)" in page
+    assert "concept, corpus-specific" in index_page([fd], META, files)
