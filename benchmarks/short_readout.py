@@ -10,6 +10,10 @@ reads the same per-token activations:
   L<n> last       layer n, the last token alone
   L<n> from 1     layer n, the mean over every token after the first, whatever the length
   mean 14-17      the mean of the layer-14, 15 and 17 readings (each in its own story units)
+  L15 sentences   (`--sentence-fit`) concept directions fitted the same way (difference of
+                  each concept's mean from the grand mean, no neutral-PC denoising) on the
+                  training stories cut into sentences, each sentence read on its own from
+                  token 1, against `L15 stories`, the same recipe on whole training stories
 
 Figures: top-1 and top-3 over the 48 concepts and the valence AUROC (texts of positive vs
 negative concepts along sum_c (v_c - mean v) * score_c), each with a 95% bootstrap
@@ -21,6 +25,7 @@ interval over texts.
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import torch
@@ -64,6 +69,45 @@ def rules(s: dict[int, list], starts: list[int]) -> dict[str, np.ndarray]:
     return out
 
 
+def _means(model, texts: list[str], hook: str, skip: int) -> np.ndarray:
+    """[N, D] mean activation of each text from its read start (as `emosae.read`)."""
+    plans = [tokens_to_read(model, t, skip) for t in texts]
+    out: list = [None] * len(texts)
+    for i, acts in padded_hook_acts(model, [p[0] for p in plans], [hook], 16):
+        out[i] = acts[hook][plans[i][2] :].float().mean(0).cpu().numpy()
+    return np.stack(out)
+
+
+def sentence_fit(model, basis: Basis, evals: dict[str, list[str]]) -> dict[str, dict]:
+    """Readings of each evaluation set by directions fitted on training sentences and on
+    training stories (the same recipe), as rules for `table`."""
+    cs = bundled()
+    train = [x for x in cs.stories if not cs.is_heldout(x)]
+    sents, s_c = [], []
+    for x in train:
+        for piece in re.split(r"(?<=[.!?])\s+", x.text):
+            if len(piece.split()) >= 4:
+                sents.append(piece)
+                s_c.append(x.concept)
+    fits = {
+        "L15 sentences": (_means(model, sents, basis.hook, basis.skip), s_c),
+        "L15 stories": (_means(model, [x.text for x in train], basis.hook, basis.skip),
+                        [x.concept for x in train]),
+    }  # fmt: skip
+    evals_m = {k: _means(model, v, basis.hook, basis.skip) for k, v in evals.items()}
+    out: dict[str, dict] = {k: {} for k in evals}
+    for name, (m_ND, cs_N) in fits.items():
+        y = np.array([basis.concepts.index(c) for c in cs_N])
+        mu_CD = np.stack([m_ND[y == c].mean(0) for c in range(len(basis.concepts))])
+        centre = mu_CD.mean(0)
+        u_CD = mu_CD - centre
+        u_CD /= np.linalg.norm(u_CD, axis=1, keepdims=True)
+        for k, e_ND in evals_m.items():
+            out[k][name] = (e_ND - centre) @ u_CD.T
+    print(f"(sentence fit: {len(sents)} training sentences, {len(train)} training stories)\n")
+    return out
+
+
 def table(name: str, scores: dict[str, np.ndarray], y: np.ndarray, v_C: np.ndarray) -> list[str]:
     def ci(x):
         return f"{x[0]:.3f} [{x[1]:.3f}, {x[2]:.3f}]"
@@ -83,7 +127,9 @@ def table(name: str, scores: dict[str, np.ndarray], y: np.ndarray, v_C: np.ndarr
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sentence-fit", action="store_true", help="only the sentence-fit rules")
+    args = ap.parse_args()
     model = emosae.load_model()
     bases = {L: Basis.of(emosae.load_directions(layer=L)) for L in LAYERS}
     concepts = bases[15].concepts
@@ -94,13 +140,19 @@ def main() -> None:
     cs = bundled()
     held = [x for x in cs.stories if cs.is_heldout(x)]
     print("# Short-text readout: rules compared (benchmarks/short_readout.py)\n")
-    for name, texts, ys in (
-        ("outside corpus", [t.text for t in outside], [t.concept for t in outside]),
-        ("bundled held-out stories", [x.text for x in held], [x.concept for x in held]),
-    ):
-        s, starts = per_token(model, texts, bases)
+    sets = {
+        "outside corpus": ([t.text for t in outside], [t.concept for t in outside]),
+        "bundled held-out stories": ([x.text for x in held], [x.concept for x in held]),
+    }
+    fitted = sentence_fit(model, bases[15], {k: v[0] for k, v in sets.items()})
+    for name, (texts, ys) in sets.items():
         y = np.array([idx[c] for c in ys])
-        print("\n".join(table(name, rules(s, starts), y, v_C)))
+        if args.sentence_fit:
+            scores = fitted[name]
+        else:
+            s, starts = per_token(model, texts, bases)
+            scores = {**rules(s, starts), **fitted[name]}
+        print("\n".join(table(name, scores, y, v_C)))
 
 
 if __name__ == "__main__":
