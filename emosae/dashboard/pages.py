@@ -201,13 +201,13 @@ def feature_page(fd: FeatureData, meta: PageMeta, files: DashboardFiles) -> str:
     )
 
 
-_LAST = {"unspecific": 1, "style": 2, "unlabelled": 3}
+_LAST = {"corpus-specific": 1, "unspecific": 2, "style": 3, "unlabelled": 4}
 """Groups listed after the labels, in this order (kinds that are no label, then none)."""
 
 
 def _group_key(fd: FeatureData) -> str:
     """A feature's section: its label, or its kind when that is no label."""
-    return fd.kind if fd.kind in ("unspecific", "style") else (fd.label or "unlabelled")
+    return fd.kind if fd.kind in _LAST else (fd.label or "unlabelled")
 
 
 def _label_and_runner_up(fd: FeatureData) -> tuple[dict[str, Any], dict[str, Any] | None]:

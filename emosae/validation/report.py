@@ -43,7 +43,9 @@ def labels_table(lab: dict[str, Any]) -> list[str]:
         "",
         f"- single-concept labels: {sc['n']}, transfer {sc['transfer']}, outside AUROC < 0.7: "
         f"{sc['below_0.7']}",
-        f"- mean outside AUROC of each concept's best feature: {_ci(lab['best_mean_auroc'])}",
+        f"- mean outside AUROC of each concept's best feature: {_ci(lab['best_mean_auroc'])}; "
+        f"of those the rule chose without the corpus's help (not re-picked): "
+        f"{_ci(lab.get('best_mean_auroc_not_repicked'))}",
         f"- corpus-specific (pass on the stories, not on the corpus): "
         f"{', '.join(sc['corpus_specific']) or 'none'}",
         "",
@@ -52,7 +54,8 @@ def labels_table(lab: dict[str, Any]) -> list[str]:
     ]
     for c, r in lab["best_per_concept"].items():
         out.append(
-            f"| {c} | {r['feature']} | {r['kind']} | {r['heldout_auroc']:.3f} | "
+            f"| {c} | {r['feature']} | {r['kind']}{' (re-picked)' if r.get('repicked') else ''} "
+            f"| {r['heldout_auroc']:.3f} | "
             f"{_ci(r['outside_auroc'])} | {'yes' if r['transfers'] else 'no'} |"
         )
     return out

@@ -37,6 +37,7 @@ from emosae.core.log import logger
 from emosae.core.stats import mean_ci
 from emosae.validation import measures as M
 from emosae.validation.report import markdown
+from emosae.validation.transfer import CORPUS_SPECIFIC
 
 GRID = np.round(np.arange(0.5, 0.991, 0.01), 2)
 """AUROC thresholds tried for labels that transfer."""
@@ -111,6 +112,9 @@ class Labelled:
     kind_F: list[str]
     heldout_F: np.ndarray
     best: dict[str, int]
+    repicked: frozenset[str]
+    """Concepts whose best feature was re-picked among features that transfer (their
+    outside AUROC passed a gate on this corpus: optimistic there)."""
 
 
 def load_labelled(root: Path) -> Labelled | None:
@@ -127,17 +131,12 @@ def load_labelled(root: Path) -> Labelled | None:
     sae = load_sae(sae_at if sae_at.exists() else labels["sae"])
     rows: dict[tuple[int, str], tuple[str, float]] = {}
     for f in labels["features"].values():
-        if f.get("kind") == "concept":
-            rows[(int(f["feature"]), f["label"])] = ("concept", float(f["heldout_auroc"]))
+        if f.get("kind") in ("concept", CORPUS_SPECIFIC):  # single-concept labels
+            rows[(int(f["feature"]), f["concepts"][0])] = ("concept", float(f["heldout_auroc"]))
     best = {}
     for c, b in labels["best_per_concept"].items():
         best[c] = int(b["feature"])
-        how = (
-            "best:"
-            + b.get("kind", "?")
-            + (" (re-picked: transfers)" if "rule_feature" in b else "")
-        )
-        rows.setdefault((best[c], c), (how, float(b["heldout_auroc"])))
+        rows.setdefault((best[c], c), ("best:" + b.get("kind", "?"), float(b["heldout_auroc"])))
     keys = sorted(rows)
     return Labelled(
         sae,
@@ -147,6 +146,7 @@ def load_labelled(root: Path) -> Labelled | None:
         [rows[k][0] for k in keys],
         np.array([rows[k][1] for k in keys]),
         best,
+        frozenset(c for c, b in labels["best_per_concept"].items() if "rule_feature" in b),
     )
 
 
@@ -239,14 +239,23 @@ def score_labels(
                 "transfers": bool(a_F[i] >= choice["threshold"]),
             }
         )
-    best = {c: r for r in rows for c in [r["concept"]] if lab.best.get(c) == r["feature"]}
+    best = {
+        c: {**r, "repicked": c in lab.repicked}
+        for r in rows
+        for c in [r["concept"]]
+        if lab.best.get(c) == r["feature"]
+    }
     best_a = np.array([best[c]["outside_auroc"][0] for c in sorted(best)])
+    rule_a = np.array([best[c]["outside_auroc"][0] for c in sorted(best) if c not in lab.repicked])
     single = [r for r in rows if r["kind"] == "concept"]
     return {
         "threshold": choice,
         "features": rows,
         "best_per_concept": {c: best[c] for c in sorted(best)},
         "best_mean_auroc": [float(best_a.mean()), *mean_ci(best_a)] if len(best_a) else [],
+        "best_mean_auroc_not_repicked": [float(rule_a.mean()), *mean_ci(rule_a)]
+        if len(rule_a)
+        else [],
         "single_concept": {
             "n": len(single),
             "transfer": sum(r["transfers"] for r in single),

@@ -9,8 +9,10 @@ concept's best feature: the rule's choice where it transfers, else the concept-o
 feature that transfers with the highest *training* AUROC (the rule's own criterion: the
 outside corpus only gates, so the outside AUROC of a re-picked feature is optimistic by
 that gate alone, not by a choice of the best), else the rule's choice, marked
-`transfers: false`. Features labelled on the stories that fail the corpus are listed as
-corpus-specific. `annotate_labels` applies it to a label folder the caller may write.
+`transfers: false` (its entry keeps the rule's kind, so the vector it steers with and its
+calibration stay the same). A concept label that fails the corpus loses it: its feature's
+kind becomes "corpus-specific" (counted as such; `concepts_with_label` counts only labels
+that transfer). `annotate_labels` applies it to a label folder the caller may write.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from emosae.core import folders, io
+from emosae.core.errors import EmosaeError
 from emosae.core.layout import LabelFiles
 from emosae.core.log import logger
+
+CORPUS_SPECIFIC = "corpus-specific"
+"""The kind a single-concept label becomes when it fails the outside corpus."""
 
 SCORE_KEYS = (
     "train_auroc",
@@ -52,6 +58,10 @@ def transfer_labels(
 ) -> dict[str, Any]:
     """A copy of `labels` with outside AUROCs, `transfers` flags, the transfer summary,
     and best features that transfer where a concept has one (see the module doc)."""
+    if "transfer" in labels:
+        raise EmosaeError(
+            "these labels were already checked on an outside corpus; label again first"
+        )
     out = copy.deepcopy(labels)
     by = {(r["feature"], r["concept"]): r for r in scored["features"]}
     feats = out["features"]
@@ -80,6 +90,14 @@ def transfer_labels(
             b["outside_auroc"] = r["outside_auroc"] if r else None
             b["transfers"] = False
     singles = [f for f in feats.values() if "transfers" in f]
+    for f in singles:  # a concept label that fails the corpus is kept as corpus-specific
+        if not f["transfers"]:
+            f["kind"], f["label"] = CORPUS_SPECIFIC, f"{CORPUS_SPECIFIC}: {f['label']}"
+            out["counts"]["concept"] -= 1
+            out["counts"][CORPUS_SPECIFIC] = out["counts"].get(CORPUS_SPECIFIC, 0) + 1
+    out["concepts_with_label"] = sorted(
+        {f["label"] for f in feats.values() if f.get("kind") == "concept"}
+    )
     out["transfer"] = {
         **corpus,
         "threshold": scored["threshold"],

@@ -10,6 +10,7 @@ import pytest
 
 import emosae
 from emosae.cli.main import main
+from emosae.core.errors import EmosaeError
 from emosae.core.layout import shipped_checkpoint
 from emosae.data.outside import DEFAULT_PATH
 from emosae.validation import measures as M
@@ -55,12 +56,14 @@ def test_transfer_threshold_is_the_loosest_at_the_fdr():
 
 def _feat(f, label, train, kind="concept"):
     keys = {k: 0.8 for k in ("train_dprime", "heldout_auroc", "heldout_dprime")}
-    return {"feature": f, "kind": kind, "label": label, "train_auroc": train,
+    return {"feature": f, "kind": kind, "label": label, "concepts": [label], "train_auroc": train,
             "heldout_rank": 1, **keys}  # fmt: skip
 
 
 def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
     labels = {
+        "counts": {"concept": 3},
+        "concepts_with_label": ["a", "b"],
         "features": {"1": _feat(1, "a", 0.95), "2": _feat(2, "a", 0.8), "3": _feat(3, "b", 0.9)},
         "best_per_concept": {
             "a": {"feature": 1, "kind": "concept", "passes": True, "train_auroc": 0.95},
@@ -79,9 +82,16 @@ def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
     assert best["a"]["feature"] == 2 and best["a"]["rule_feature"] == 1 and best["a"]["transfers"]
     assert best["b"]["feature"] == 3 and "rule_feature" not in best["b"]
     assert best["c"]["feature"] == 9 and best["c"]["transfers"] is False
-    assert out["features"]["1"]["transfers"] is False
+    # a concept label that fails the corpus is no longer one
+    f1 = out["features"]["1"]
+    assert f1["transfers"] is False and f1["kind"] == "corpus-specific"
+    assert f1["label"] == "corpus-specific: a" and out["features"]["2"]["kind"] == "concept"
+    assert out["counts"] == {"concept": 2, "corpus-specific": 1}
+    assert out["concepts_with_label"] == ["a", "b"]
     assert out["transfer"]["corpus_specific"] == [1] and out["transfer"]["repicked"] == ["a"]
     assert labels["best_per_concept"]["a"]["feature"] == 1  # the input is not changed
+    with pytest.raises(EmosaeError, match="already checked"):
+        transfer_labels(out, scored, {"corpus": "x"})
 
 
 @pytest.mark.parametrize(
