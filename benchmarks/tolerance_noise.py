@@ -32,7 +32,7 @@ RECORDS = [
         {"role": "user", "content": "They said I can't!"},
     ],
     "I am terrified of the dark road home tonight, and the streetlights are out again.",
-    "ok",
+    "Fine, thanks.",
 ]
 
 
