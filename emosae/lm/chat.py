@@ -100,7 +100,7 @@ def render_chat(model: HookedTransformer, conversation: str | Sequence[Message])
     """Render `conversation` up to the start of the assistant's reply and tokenize it;
     message contents are text, never control tokens (module docstring)."""
     msgs = as_messages(conversation)
-    tok = model.tokenizer
+    tok: Any = model.tokenizer
     if tok is None:
         raise EmosaeError("the model has no tokenizer")
     if getattr(tok, "chat_template", None):

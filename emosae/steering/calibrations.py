@@ -102,7 +102,8 @@ def _entry_problem(kind: str, concept: str, c: Any) -> str | None:
             return "ppl_ratio must be a list of numbers, one per swept strength"
         if c.get("kl") not in (None, []) and not _numbers(c["kl"], len(strengths)):
             return "kl must be a list of numbers, one per swept strength"
-        budget, kl_budget = c.get("budget"), c.get("kl_budget")
+        budget: Any = c.get("budget")
+        kl_budget: Any = c.get("kl_budget")
         if not (_number(budget) and budget > 1):
             return f"budget must be a number > 1, not {budget!r:.20}"
         if kl_budget is not None and not (_number(kl_budget) and kl_budget > 0):
