@@ -63,6 +63,15 @@ def load_directions(
     return with_calibrated_strengths(vecs, RunLayout(root), kind, files)
 
 
+def reading_directions(
+    path: str | Path | None = None, method: Literal["diffmean", "logistic"] = "diffmean"
+) -> dict[str, SteeringVector]:
+    """The probe vectors at a folder's reading layer with their readout reference, for
+    reading only: no calibration is attached or checked, so a run folder whose calibration
+    is stale (a run being redone on another concept set) still reads."""
+    return _probe_directions(Path(path) if path is not None else shipped_checkpoint(), None, method)
+
+
 def steering_candidates(
     path: str | Path | None, layers: list[int], method: Literal["diffmean", "logistic"] = "diffmean"
 ) -> dict[str, dict[int, SteeringVector]]:

@@ -280,10 +280,10 @@ def validate(
     """Figures of the directions (and labels) of `root` on `texts` (`OutsideText`s), and
     with `bundled` on the bundled held-out stories: a json-able dict."""
     from emosae.data.concepts import bundled as bundled_set
-    from emosae.steering.directions import load_directions
+    from emosae.steering.directions import reading_directions
 
     root = Path(root) if root is not None else shipped_checkpoint()
-    dirs = load_directions(root)
+    dirs = reading_directions(root)
     concepts = list(dirs)
     idx = {c: i for i, c in enumerate(concepts)}
     lab = load_labelled(root)
@@ -313,12 +313,12 @@ def run_validate_job(job: ValidateJob, model: Any = None) -> dict[str, Any]:
     from emosae.data.concepts import load_concept_set
     from emosae.data.outside import load_outside
     from emosae.lm.models import load_model
-    from emosae.steering.directions import load_directions
+    from emosae.steering.directions import reading_directions
 
     folders.check_claimable(job.out, "validation")
     io.check_creatable(job.out)
     root = Path(job.directions) if job.directions else shipped_checkpoint()
-    dirs = load_directions(root)
+    dirs = reading_directions(root)
     cs = load_concept_set(job.concepts) if job.concepts else None
     # a concept the directions lack is one line naming file and line, before the model loads
     texts = load_outside(job.corpus, cs, allowed=set(dirs), min_texts=0)
@@ -361,11 +361,11 @@ def transfer_run_labels(
     rewrite its labels.json with labels that transfer (`transfer.annotate_labels`). None,
     with a message, where the corpus covers none of the run's concepts."""
     from emosae.data.outside import load_outside
-    from emosae.steering.directions import load_directions
+    from emosae.steering.directions import reading_directions
     from emosae.validation.transfer import annotate_labels
 
     root = Path(root)
-    dirs = load_directions(root)
+    dirs = reading_directions(root)
     lab = load_labelled(root)
     texts = [t for t in load_outside(corpus, min_texts=0) if t.concept in dirs]
     if lab is None or not texts:

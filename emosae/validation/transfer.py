@@ -58,11 +58,8 @@ def transfer_labels(
 ) -> dict[str, Any]:
     """A copy of `labels` with outside AUROCs, `transfers` flags, the transfer summary,
     and best features that transfer where a concept has one (see the module doc)."""
-    if "transfer" in labels:
-        raise EmosaeError(
-            "these labels were already checked on an outside corpus; label again first"
-        )
-    out = copy.deepcopy(labels)
+    out = untransfer(labels)
+    rule_best = copy.deepcopy(out["best_per_concept"])
     by = {(r["feature"], r["concept"]): r for r in scored["features"]}
     feats = out["features"]
     for f in feats.values():
@@ -106,7 +103,35 @@ def transfer_labels(
         "corpus_specific": sorted(int(f["feature"]) for f in singles if not f["transfers"]),
         "best_transfers": sum(b["transfers"] for b in out["best_per_concept"].values()),
         "repicked": sorted(repicked),
+        "rule_best_per_concept": rule_best,
     }
+    return out
+
+
+def untransfer(labels: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `labels` as the label rule wrote it, before any outside corpus: demoted
+    labels restored, outside figures dropped, the rule's best features back (so labels
+    can be checked again on another corpus)."""
+    out = copy.deepcopy(labels)
+    t = out.pop("transfer", None)
+    if t is None:
+        return out
+    if "rule_best_per_concept" not in t:
+        raise EmosaeError(
+            "these labels were checked on an outside corpus by an older emosae; label again"
+        )
+    for f in out["features"].values():
+        f.pop("outside_auroc", None)
+        if f.pop("transfers", None) is False and f.get("kind") == CORPUS_SPECIFIC:
+            f["kind"], f["label"] = "concept", f["concepts"][0]
+            out["counts"]["concept"] += 1
+            out["counts"][CORPUS_SPECIFIC] -= 1
+    if not out["counts"].get(CORPUS_SPECIFIC):
+        out["counts"].pop(CORPUS_SPECIFIC, None)
+    out["best_per_concept"] = t["rule_best_per_concept"]
+    out["concepts_with_label"] = sorted(
+        {f["label"] for f in out["features"].values() if f.get("kind") == "concept"}
+    )
     return out
 
 
