@@ -106,3 +106,14 @@ def browser_page(chromium):
     page.on("pageerror", lambda e: errors.append(str(e)))
     yield page, errors
     page.close()
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command loads a model: what it refuses, it refuses first."""
+
+    def load_model(*a, **k):
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr("emosae.lm.models.load_model", load_model)
+    monkeypatch.setattr("emosae.cli.steer.load_model", load_model)

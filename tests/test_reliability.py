@@ -250,17 +250,6 @@ def test_bad_steering_inputs(capsys, real_model, tiny_model):
 # ---------------------------------------------------------------- round two (issue 25)
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if a command loads a model: what it refuses, it refuses first."""
-
-    def load_model(*a, **k):
-        raise AssertionError("the model loaded before the input was checked")
-
-    monkeypatch.setattr("emosae.lm.models.load_model", load_model)
-    monkeypatch.setattr("emosae.cli.steer.load_model", load_model)
-
-
 def test_export_never_overwrites_a_users_file(tmp_path, capsys, monkeypatch):
     """Case 1: a file the user owns (also the .json beside a safetensors export) is
     refused, nothing is written; emosae's own output is replaced; --force replaces."""

@@ -151,15 +151,6 @@ def user_cal(tmp_path, monkeypatch):
     return write
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    def load_model(*a, **k):
-        raise AssertionError("the model loaded before the calibration was checked")
-
-    monkeypatch.setattr("emosae.lm.models.load_model", load_model)
-    monkeypatch.setattr("emosae.cli.steer.load_model", load_model)
-
-
 def refused(capsys, argv, *match):
     rc = main(argv.split())
     err = capsys.readouterr().err.strip()

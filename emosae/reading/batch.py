@@ -27,7 +27,7 @@ from torch import Tensor
 
 from emosae.core.errors import EmosaeError
 from emosae.lm.chat import Message, as_messages, render_chat
-from emosae.lm.hooks import pad_id, right_pad, right_pad_mask, stop_layer
+from emosae.lm.hooks import padded_hook_acts
 from emosae.reading.trace import Basis, at_read_position, tokens_to_read
 from emosae.steering.vector import SteeringVector
 
@@ -129,22 +129,10 @@ def score_sequences(
     model: Any, basis: Basis, seqs: Sequence[Tensor], chat: Sequence[bool], batch_size: int
 ) -> list[Float[Tensor, "T C"]]:
     """Per-token scores of every sequence, read in length-sorted right-padded batches."""
-    dev = torch.device(model.cfg.device)
-    on_dev, stop, pad = _on(basis, dev), stop_layer([basis.hook]), pad_id(model.tokenizer)
+    on_dev = _on(basis, torch.device(model.cfg.device))
     out: list[Tensor] = [torch.empty(0)] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        chunk = [seqs[i] for i in idx]
-        _, cache = model.run_with_cache(
-            right_pad(chunk, pad).to(dev),
-            attention_mask=right_pad_mask(chunk).to(dev),
-            names_filter=[basis.hook],
-            stop_at_layer=stop,
-        )
-        acts_BTD = cache[basis.hook]
-        for r, i in enumerate(idx):
-            out[i] = on_dev.score(acts_BTD[r, : len(seqs[i])], chat=chat[i]).cpu()
+    for i, acts in padded_hook_acts(model, seqs, [basis.hook], batch_size):
+        out[i] = on_dev.score(acts[basis.hook], chat=chat[i]).cpu()
     return out
 
 

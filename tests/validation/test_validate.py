@@ -102,11 +102,7 @@ def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
         ({"concept": "sad", "register": "post", "text": "  "}, ":2: empty text"),
     ],
 )
-def test_bad_corpus_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, line, match):
-    def no_model(*a, **k):
-        raise AssertionError("the model loaded before the corpus was checked")
-
-    monkeypatch.setattr("emosae.lm.models.load_model", no_model)
+def test_bad_corpus_is_one_line_before_the_model_loads(tmp_path, capsys, no_model, line, match):
     good = {"concept": "calm", "register": "diary", "text": "Tea on the porch, nothing to do."}
     src = tmp_path / "c.jsonl"
     src.write_text(json.dumps(good) + "\n" + json.dumps(line) + "\n")
