@@ -36,7 +36,7 @@ def wants_dataset(args: argparse.Namespace) -> bool:
 def read_dataset_command(args: argparse.Namespace) -> None:
     from emosae.lm.models import load_model
     from emosae.reading.dataset import ReadJob, check_outputs, run_read_job
-    from emosae.reading.records import load_records
+    from emosae.reading.records import check_ids, load_records
     from emosae.reading.trace import Basis
     from emosae.steering.directions import load_directions
 
@@ -59,6 +59,7 @@ def read_dataset_command(args: argparse.Namespace) -> None:
     )
     check_outputs(job)
     loaded = load_records(job.input, job.skip_bad)  # malformed records: before any loading
+    check_ids(loaded, job.input, job.out)
     vecs = load_directions(args.directions, kind=args.kind, layer=args.layer)
     names = args.concepts or list(vecs)
     unknown = [c for c in names if c not in vecs]

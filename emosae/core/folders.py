@@ -11,15 +11,27 @@ One writer per folder: `.<folder>.emosae.lock` beside it holds the writer's pid 
 is refused with the holder's name; a lock left by a dead process on this host is taken
 over with a message. Locks are re-entrant within one process (a run folder's stages lock
 their own subfolders).
+
+Side files (`SideFile`): the lock, a dataset read's `.OUT.partial.jsonl` and
+`.OUT.progress.json`, and the `.emosae-outputs.json` ledger are hidden files beside a
+user's outputs, so they follow one rule: each is created exclusively (`O_EXCL`,
+`O_NOFOLLOW`: never over something already there, never through a link), begins with
+emosae's marker (a JSON object whose `"emosae"` key names its kind), and is read,
+rewritten or removed only when that marker is in it. Anything else at its path (a user's
+file, a link, a folder) is one line naming it, exit 2.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +151,143 @@ def verify(folder: str | Path, names: list[str] | None = None) -> None:
             )
 
 
+SIDE_KEY = "emosae"
+"""The marker of a side file: this key of its first line's JSON object names its kind."""
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@dataclass(frozen=True)
+class SideFile:
+    """A hidden file emosae keeps beside an output (see the module docstring): its first
+    line is a JSON object carrying `{"emosae": kind}`, optionally followed by a body (a
+    partial read's rows). `legacy` recognises the shape an older emosae wrote unmarked."""
+
+    path: Path
+    kind: str
+    legacy: Callable[[Any], bool] | None = None
+
+    def _foreign(self, why: str) -> EmosaeError:
+        return EmosaeError(
+            f"{self.path} is not emosae's {self.kind} file ({why}); emosae never follows, "
+            "replaces or deletes what it did not write: move it away or choose another output"
+        )
+
+    def _open(self, flags: int) -> int:
+        """A descriptor of the regular file at the path, never through a link
+        (FileNotFoundError when nothing is there)."""
+        mode = os.lstat(self.path).st_mode
+        if stat.S_ISLNK(mode):
+            raise self._foreign("a symbolic link")
+        if not stat.S_ISREG(mode):
+            raise self._foreign("not a regular file")
+        try:
+            return os.open(self.path, flags | _NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise self._foreign("a symbolic link") from None
+            raise
+
+    def header(self) -> dict[str, Any] | None:
+        """The marker line's JSON object; None when nothing is at the path. Anything but
+        emosae's own side file of this kind there is a one-line error naming it."""
+        try:
+            fd = self._open(os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            line = f.readline(1 << 24)
+        try:
+            head = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise self._foreign("no emosae marker" if line else "empty") from None
+        if isinstance(head, dict) and head.get(SIDE_KEY) == self.kind:
+            return head
+        if self.legacy is not None and self.legacy(head):
+            return head
+        raise self._foreign("no emosae marker")
+
+    def body(self) -> bytes:
+        """Everything after the marker line (after checking the marker)."""
+        self.header()
+        with os.fdopen(self._open(os.O_RDONLY), "rb") as f:
+            f.readline(1 << 24)
+            return f.read()
+
+    def _content(self, data: dict[str, Any]) -> bytes:
+        return (json.dumps({SIDE_KEY: self.kind, **data}, default=float) + "\n").encode()
+
+    def create(self, data: dict[str, Any]) -> None:
+        """Create the file with `data` as its marker line; FileExistsError if anything
+        (a link too) is at the path."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self._content(data))
+
+    def replace(self, data: dict[str, Any]) -> None:
+        """Write the file anew as `data` (one line): only over emosae's own file of this
+        kind or nothing; written to a fresh temp name and renamed, which replaces a link
+        planted meanwhile, never its target."""
+        self.header()
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=io.TMP_SUFFIX, dir=self.path.parent
+            )
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(self._content(data))
+                io.normal_permissions(Path(tmp))
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            raise EmosaeError(f"cannot write {self.path}: {e.strerror or e}") from None
+
+    def append(self, data: bytes) -> int:
+        """Append to the body, durably; the file's new length."""
+        self.header()
+        fd = self._open(os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def truncate(self, size: int) -> None:
+        self.header()
+        fd = self._open(os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
+    def size(self) -> int:
+        return os.lstat(self.path).st_size
+
+    def remove(self) -> None:
+        """Delete the file if it is emosae's own; nothing there is fine."""
+        if self.header() is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name}{LOCK_NAME}"
+
+
+def _legacy_lock(head: Any) -> bool:
+    """A lock written by emosae 0.2 before side files carried a marker."""
+    return (
+        isinstance(head, dict)
+        and set(head) == {"pid", "host"}
+        and isinstance(head["pid"], int)
+        and isinstance(head["host"], str)
+    )
+
+
+def lock_file(folder: Path) -> SideFile:
+    """The side file that holds `folder`'s writer lock."""
+    return SideFile(lock_path(folder), "lock", _legacy_lock)
 
 
 def _alive(pid: int) -> bool:
@@ -160,46 +307,44 @@ def lock(folder: str | Path) -> Iterator[Path]:
     if folder in _HELD:
         yield folder
         return
-    path = lock_path(folder)
+    side = lock_file(folder)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            _take_over_if_stale(path, folder)
+            side.create(me)
+        except FileExistsError:  # a link or anything else at the path too
+            _take_over_if_stale(side, folder)
             continue
         except OSError as e:  # a read-only or virtual place (/proc): one line
             raise EmosaeError(f"cannot write {folder}: {e.strerror or e}") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
         break
     else:
-        raise EmosaeError(f"could not take the lock {path}")
+        raise EmosaeError(f"could not take the lock {side.path}")
     _HELD.add(folder)
     try:
         yield folder
     finally:
         _HELD.discard(folder)
-        path.unlink(missing_ok=True)
+        _release(side, me)
 
 
-def _holder(path: Path) -> dict[str, Any] | None:
-    """Who holds the lock file `path`: its json, {} when unreadable (a writer killed
-    before it wrote its name), None when there is no lock."""
+def _release(side: SideFile, me: dict[str, Any]) -> None:
+    """Remove our own lock; one replaced meanwhile is left alone, with a warning."""
     try:
-        holder = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
+        holder = side.header()
+    except EmosaeError as e:
+        logger.warning("%s", e)
+        return
+    if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+        side.path.unlink(missing_ok=True)
 
 
 def _stale(holder: dict[str, Any]) -> bool:
     pid, host = holder.get("pid"), holder.get("host")
-    dead = isinstance(pid, int) and host == socket.gethostname() and not _alive(pid)
-    return dead or not holder
+    if not isinstance(pid, int):
+        return True
+    return host == socket.gethostname() and not _alive(pid)
 
 
 def _busy(folder: Path, path: Path, holder: dict[str, Any]) -> EmosaeError:
@@ -216,23 +361,20 @@ def check_unlocked(folder: str | Path) -> None:
     folder = Path(folder).resolve()
     if folder in _HELD or os.environ.get("RANK", "0") != "0":
         return
-    path = lock_path(folder)
-    holder = _holder(path)
+    side = lock_file(folder)
+    holder = side.header()  # a user's file or a link there: one line
     if holder is not None and not _stale(holder):
-        raise _busy(folder, path, holder)
+        raise _busy(folder, side.path, holder)
 
 
-def _take_over_if_stale(path: Path, folder: Path) -> None:
-    holder = _holder(path)
+def _take_over_if_stale(side: SideFile, folder: Path) -> None:
+    holder = side.header()
     if holder is None:  # released meanwhile
         return
     if not _stale(holder):
-        raise _busy(folder, path, holder)
-    if holder:
-        logger.warning("taking over the stale lock %s of dead process %s", path, holder["pid"])
-    else:  # half-written by a writer that was killed before it wrote its name
-        logger.warning("taking over the unreadable lock %s", path)
-    path.unlink(missing_ok=True)
+        raise _busy(folder, side.path, holder)
+    logger.warning("taking over the stale lock %s of dead process %s", side.path, holder.get("pid"))
+    side.remove()
 
 
 # Single-file outputs (`--html`, `--out` of export and read, pages): one rule for all.
@@ -240,17 +382,30 @@ def _take_over_if_stale(path: Path, folder: Path) -> None:
 # (its sha256 is in the folder's OUTPUTS_NAME ledger), or with force=True (`--force`).
 
 
+def _legacy_ledger(head: Any) -> bool:
+    """A ledger written by emosae 0.2 before side files carried a marker: file names
+    and their sha256."""
+    return isinstance(head, dict) and all(
+        isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef")
+        for v in head.values()
+    )
+
+
+def ledger_file(path: Path) -> SideFile:
+    """The ledger side file beside the output file `path`."""
+    return SideFile(path.parent / OUTPUTS_NAME, "outputs", _legacy_ledger)
+
+
 def _ledger(path: Path) -> dict[str, str]:
-    led = path.parent / OUTPUTS_NAME
-    try:
-        data = json.loads(led.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    head = ledger_file(path).header()  # a user's file or a link there: one line
+    if head is None:
         return {}
-    return data if isinstance(data, dict) else {}
+    files = head.get("files", {}) if head.get(SIDE_KEY) == "outputs" else head
+    return {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
 
 
-def _ours(path: Path) -> bool:
-    sha = _ledger(path).get(path.name)
+def _ours(path: Path, led: dict[str, str]) -> bool:
+    sha = led.get(path.name)
     return isinstance(sha, str) and path.is_file() and io.sha256_file(path) == sha
 
 
@@ -276,7 +431,8 @@ def check_output_file(path: str | Path, force: bool = False) -> Path:
         raise EmosaeError(f"output {path} is a folder; name a file")
     if path.name == OUTPUTS_NAME:
         raise EmosaeError(f"output {path}: {OUTPUTS_NAME} is emosae's ledger; name another file")
-    if path.exists() and not force and not _ours(path):
+    led = _ledger(path)  # checked first: a ledger that is not emosae's is refused
+    if path.exists() and not force and not _ours(path, led):
         raise EmosaeError(
             f"refusing to overwrite {path}: emosae did not write it (or it changed since); "
             "choose another path or pass --force"
@@ -291,7 +447,7 @@ def record_output(path: str | Path) -> Path:
     path = Path(path)
     led = _ledger(path)
     led[path.name] = io.sha256_file(path)
-    io.write_json(path.parent / OUTPUTS_NAME, dict(sorted(led.items())))
+    ledger_file(path).replace({"files": dict(sorted(led.items()))})
     return path
 
 

@@ -66,6 +66,15 @@ draw();
 """
 
 
+def script_json(data: Any) -> str:
+    """`data` as JSON to embed in a `<script type="application/json">` element: `<`, `>`
+    and `&` are written as `\\u003c`, `\\u003e`, `\\u0026` (JSON.parse reads them back), so
+    no text can close the element or open a comment (`<!--<script>`) that swallows the
+    rest of the page."""
+    blob = json.dumps(data, separators=(",", ":"))
+    return blob.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 _UNITS = {
     "text": "Scores: centred projections on each concept's unit vector, over the "
     "within-concept spread of story readings (0 = the average concept).",
@@ -90,8 +99,7 @@ def trace_page(reading: dict[str, Any], title: str = "emosae reading", top: int 
         if reading["kind"] == "conversation"
         else f"the mean from token {reading['read_from']} on"
     )
-    # json inside <script>: escape "</" so no text can close the element
-    blob = json.dumps(reading, separators=(",", ":")).replace("</", "<\\/")
+    blob = script_json(reading)
     return f"""<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>

@@ -7,7 +7,9 @@ checked before any reading: the first malformed one is a one-line `file:line` er
 or with `skip_bad` it is left out, counted and logged.
 
 Output: JSON lines (one row per record, `{"id", "kind", "scores"[, "turns"]}`) or
-Parquet with the same nested columns (ids become strings when they mix types).
+Parquet with the same nested columns. Parquet holds one id type: ids become strings when
+they mix types, and `check_ids` refuses, before any work, two ids that would then be the
+same (1 and "1") or an integer id beyond 64 bits, naming the lines.
 """
 
 from __future__ import annotations
@@ -108,6 +110,34 @@ def load_records(path: str | Path, skip_bad: bool = False) -> Loaded:
     if not records:
         raise EmosaeError(f"{path} has no records to read")
     return Loaded(records, lines, bad)
+
+
+def check_ids(loaded: Loaded, path: str | Path, out: str | Path) -> None:
+    """One-line `file:line` error unless every id stays distinct and exact in `out`:
+    in Parquet, integer ids must fit 64 bits, and mixed ids (written as strings) must
+    not meet as the same string. JSON lines keeps every id as it is."""
+    if file_format(out, "--out") != ".parquet":
+        return
+    recs = list(zip(loaded.records, loaded.lines, strict=True))
+    if len({type(r.id) for r, _ in recs}) == 1:
+        for r, line in recs:
+            if isinstance(r.id, int) and not -(2**63) <= r.id < 2**63:
+                raise EmosaeError(
+                    f"{path}:{line}: id {r.id} does not fit Parquet's 64-bit integers; "
+                    "make the ids strings, or write a .jsonl --out"
+                )
+        return
+    seen: dict[str, tuple[str | int, int]] = {}
+    for r, line in recs:
+        key = str(r.id)
+        if key in seen:
+            other, at = seen[key]
+            raise EmosaeError(
+                f"{path}:{line}: id {r.id!r} and the id {other!r} of line {at} would both be "
+                f"{key!r} in Parquet (ids of mixed types are written as strings); give "
+                "distinct ids, or write a .jsonl --out"
+            )
+        seen[key] = (r.id, line)
 
 
 def row_line(row: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from emosae.core import folders, io
 from emosae.reading.batch import Record
-from emosae.reading.page import trace_page
+from emosae.reading.page import script_json, trace_page
 from emosae.reading.trace import Basis, Reading
 
 TRACES_KIND = "traces"
@@ -30,6 +30,13 @@ INDEX_NAME = "index.json"
 BINS = 24
 SNIPPET = 400
 """Characters of a record's text shown on the summary page."""
+SAFE_INTEGER = 2**53 - 1
+"""The largest integer a browser's JSON numbers hold exactly (Number.MAX_SAFE_INTEGER)."""
+
+
+def page_id(rid: str | int) -> str | int:
+    """A record's id as the page holds it: integers a browser would round, as strings."""
+    return str(rid) if isinstance(rid, int) and abs(rid) > SAFE_INTEGER else rid
 
 
 def snippet(rec: Record) -> str:
@@ -84,7 +91,7 @@ def summary_data(
         "top": {c: [[n, round(rows[n]["scores"][c], 3)] for n in ns] for c, ns in tops.items()},
         "records": {
             str(n): {
-                "id": rows[n]["id"],
+                "id": page_id(rows[n]["id"]),
                 "kind": rows[n]["kind"],
                 "text": snippet(recs[n]),
                 "href": links.get(n),
@@ -148,7 +155,7 @@ draw();
 
 def summary_page(data: dict[str, Any], title: str) -> str:
     """The summary page for `summary_data(...)`."""
-    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    blob = script_json(data)
     kinds = ", ".join(f"{n} {kd}s" for kd, n in data["kinds"].items())
     return f"""<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>

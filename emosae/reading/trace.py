@@ -20,13 +20,17 @@ tokens from the probe's skip on (as stories were read when the probes were fitte
 A text too short for that (fewer than `skip + min_span` tokens, min_span = skip: the
 read span would be shorter than the opening it skips) is read as the mean over every
 token after the first, the attention sink (`text_read_start`, the one rule for `read`
-and `read_many`). The bundled stories are all longer, so they read as before.
+and `read_many`). The bundled stories are all longer, so they read as before. A text
+whose read span holds no readable token (one token, the sink alone, or only control,
+format and space characters after it) has nothing to read: it is a one-line error
+(`check_readable`), not the sink's or a control character's outsized score.
 
 Shape letters: T tokens, C concepts, D d_model, N prompts.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -197,6 +201,24 @@ def text_read_start(n_tokens: int, skip: int, min_span: int | None = None) -> in
     return min(1, n_tokens - 1)
 
 
+def _readable(c: str) -> bool:
+    """A character that shows something: not a space, nor a control, format or
+    unassigned one, nor U+FFFD (what a token holding part of a character decodes to)."""
+    return not c.isspace() and c != "\ufffd" and unicodedata.category(c)[0] != "C"
+
+
+def check_readable(model: Any, ids: Tensor, read_from: int) -> None:
+    """One-line error unless the read span of a plain text (from `read_from` on, token 0
+    never counted) holds a readable character: otherwise the mean would be the attention
+    sink's or a control character's activation, far outside what the probes saw."""
+    if any(map(_readable, model.tokenizer.decode(ids[max(read_from, 1) :].tolist()))):
+        return
+    raise EmosaeError(
+        f"nothing to read: after its first token, the text's {len(ids)} token(s) hold no "
+        "readable character (only spaces or control characters); a text needs at least one"
+    )
+
+
 def tokens_to_read(
     model: Any, text_or_messages: str | Sequence[Message], skip: int
 ) -> tuple[Tensor, Literal["text", "conversation"], int]:
@@ -211,6 +233,7 @@ def tokens_to_read(
             raise EmosaeError("empty text")
         check_fits_context(model, len(ids))
         kind, pos = "text", text_read_start(len(ids), skip)
+        check_readable(model, ids, pos)
     else:
         chat = render_chat(model, text_or_messages)
         ids, kind, pos = chat.tokens, "conversation", chat.read_pos
