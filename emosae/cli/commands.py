@@ -192,6 +192,8 @@ def _validate(args: argparse.Namespace) -> None:
 
     job = _parse_dataclass(ValidateJob, args.rest, "emosae validate")
     res = run_validate_job(job)
+    if "skipped" in res:
+        raise EmosaeError(f"nothing to validate: {res['skipped']}")
     print("\n".join(readout_table(res)))
     lab = res.get("labels")
     if lab:

@@ -62,6 +62,8 @@ def labels_table(lab: dict[str, Any]) -> list[str]:
 
 
 def markdown(res: dict[str, Any]) -> str:
+    if "skipped" in res:
+        return f"# Validation on text emosae was not built from\n\nSkipped: {res['skipped']}.\n"
     lines = [
         "# Validation on text emosae was not built from",
         "",

@@ -286,10 +286,14 @@ def validate(
     dirs = reading_directions(root)
     concepts = list(dirs)
     idx = {c: i for i, c in enumerate(concepts)}
+    out: dict[str, Any] = {"directions": str(root), "concepts": concepts}
+    texts = [t for t in texts if t.concept in idx]
+    if not texts:  # a run on its own concept set, checked against the bundled corpus
+        logger.info("validate: the outside corpus has no texts of these concepts; skipped")
+        return {**out, "skipped": "the outside corpus has no texts of these concepts"}
     lab = load_labelled(root)
     s, f, n = read_texts(model, [t.text for t in texts], dirs, lab, "outside corpus")
     y = np.array([idx[t.concept] for t in texts])
-    out: dict[str, Any] = {"directions": str(root), "concepts": concepts}
     out["outside"] = score_set(concepts, s, y, n, short_tokens)
     out["outside"]["registers"] = {
         r: score_set(concepts, s[m], y[m], n[m], short_tokens)["top3"]

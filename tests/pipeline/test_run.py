@@ -127,6 +127,7 @@ def test_run_on_own_concept_set_reuses_cache_and_sae(smoke_run, caplog, real_mod
     assert labels["concepts"] == names and labels["concept_set"]["name"] == "social_concepts"
     assert set(labels["best_per_concept"]) == set(names)
     assert set(load_directions(mine)) == set(names) == set(load_directions(mine, kind="sae"))
+    assert "no texts of these concepts" in (mine / "validation" / "validation.md").read_text()
     for name in ("scenarios", "intensity", "preferences", "generation", "pressure"):
         assert "skipped" in json.loads((mine / "experiments" / f"{name}.json").read_text())
         assert f"experiment {name} skipped: needs at least" in printed
