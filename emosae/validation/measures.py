@@ -71,8 +71,10 @@ def valence_auroc(
 
 def feature_aurocs(acts_NF: np.ndarray, y_N: np.ndarray, concept_F: np.ndarray) -> np.ndarray:
     """AUROC [F] of each feature for its own concept's texts against all others, all at
-    once from per-feature ranks (ties count half; nan where a side is empty)."""
-    pos_NF = y_N[:, None] == concept_F[None]
+    once from per-feature ranks (ties count half; nan where a side is empty). `concept_F`
+    is each feature's concept index [F], or a [C, F] boolean table of the concepts each
+    feature stands for (a cluster or ambiguous label: texts of any of them are positive)."""
+    pos_NF = concept_F[y_N] if concept_F.ndim == 2 else y_N[:, None] == concept_F[None]
     n_p = pos_NF.sum(0)
     n_n = len(y_N) - n_p
     r_NF = rankdata(acts_NF, axis=0)

@@ -43,6 +43,9 @@ def labels_table(lab: dict[str, Any]) -> list[str]:
         "",
         f"- single-concept labels: {sc['n']}, transfer {sc['transfer']}, outside AUROC < 0.7: "
         f"{sc['below_0.7']}",
+        f"- cluster and ambiguous labels (texts of any of their concepts): "
+        f"{lab.get('shared', {}).get('n', 0)}, at or above the threshold "
+        f"{lab.get('shared', {}).get('transfer', 0)}",
         f"- mean outside AUROC of each concept's best feature: {_ci(lab['best_mean_auroc'])}; "
         f"of those the rule chose without the corpus's help (not re-picked): "
         f"{_ci(lab.get('best_mean_auroc_not_repicked'))}",

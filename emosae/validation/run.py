@@ -37,7 +37,7 @@ from emosae.core.log import logger
 from emosae.core.stats import mean_ci
 from emosae.validation import measures as M
 from emosae.validation.report import markdown
-from emosae.validation.transfer import CORPUS_SPECIFIC
+from emosae.validation.transfer import CORPUS_SPECIFIC, SHARED_KINDS
 
 GRID = np.round(np.arange(0.5, 0.991, 0.01), 2)
 """AUROC thresholds tried for labels that transfer."""
@@ -133,6 +133,11 @@ def load_labelled(root: Path) -> Labelled | None:
     for f in labels["features"].values():
         if f.get("kind") in ("concept", CORPUS_SPECIFIC):  # single-concept labels
             rows[(int(f["feature"]), f["concepts"][0])] = ("concept", float(f["heldout_auroc"]))
+        elif f.get("kind") in SHARED_KINDS:  # texts of any of its concepts are positive
+            rows[(int(f["feature"]), "+".join(f["concepts"]))] = (
+                f["kind"],
+                float(f["heldout_auroc"]),
+            )
     best = {}
     for c, b in labels["best_per_concept"].items():
         best[c] = int(b["feature"])
@@ -219,13 +224,20 @@ def score_labels(
     which features transfer at the threshold chosen at FDR <= q."""
     idx = {c: i for i, c in enumerate(concepts)}
     present = {concepts[i] for i in np.unique(y_N)}  # concepts the corpus has texts of
-    keep = np.array([c in present for c in lab.concept_F])
-    cF = np.array([idx.get(c, -1) for c in lab.concept_F])
-    ci_F3 = np.full((len(cF), 3), math.nan)
-    ci_F3[keep] = M.feature_auroc_cis(f_NF[:, keep], y_N, cF[keep])
+    member_CF = np.zeros((len(concepts), len(lab.concept_F)), bool)
+    for i, name in enumerate(lab.concept_F):
+        for c in name.split("+"):
+            if c in idx:
+                member_CF[idx[c], i] = True
+    keep = np.array([any(c in present for c in n.split("+")) for n in lab.concept_F])
+    ci_F3 = np.full((len(keep), 3), math.nan)
+    ci_F3[keep] = M.feature_auroc_cis(f_NF[:, keep], y_N, member_CF[:, keep])
     a_F = ci_F3[:, 0]
-    null = M.permutation_null(f_NF[:, keep], y_N, cF[keep], GRID, permutations)
-    choice = M.transfer_threshold(a_F[keep], null, GRID, q)
+    # the threshold is chosen on single-concept labels and best features (shared labels
+    # are scored at it, not counted in its false-discovery rate)
+    core = keep & np.array([k not in SHARED_KINDS for k in lab.kind_F])
+    null = M.permutation_null(f_NF[:, core], y_N, member_CF[:, core], GRID, permutations)
+    choice = M.transfer_threshold(a_F[core], null, GRID, q)
     rows = []
     for i in np.flatnonzero(keep):
         ci = [float(x) for x in ci_F3[i]]
@@ -248,6 +260,7 @@ def score_labels(
     best_a = np.array([best[c]["outside_auroc"][0] for c in sorted(best)])
     rule_a = np.array([best[c]["outside_auroc"][0] for c in sorted(best) if c not in lab.repicked])
     single = [r for r in rows if r["kind"] == "concept"]
+    shared = [r for r in rows if r["kind"] in SHARED_KINDS]
     return {
         "threshold": choice,
         "features": rows,
@@ -256,6 +269,7 @@ def score_labels(
         "best_mean_auroc_not_repicked": [float(rule_a.mean()), *mean_ci(rule_a)]
         if len(rule_a)
         else [],
+        "shared": {"n": len(shared), "transfer": sum(r["transfers"] for r in shared)},
         "single_concept": {
             "n": len(single),
             "transfer": sum(r["transfers"] for r in single),

@@ -26,6 +26,8 @@ from emosae.core.errors import EmosaeError
 from emosae.core.layout import LabelFiles
 from emosae.core.log import logger
 
+SHARED_KINDS = ("cluster", "ambiguous")
+"""Labels that stand for several concepts: scored on texts of any of them, never demoted."""
 CORPUS_SPECIFIC = "corpus-specific"
 """The kind a single-concept label becomes when it fails the outside corpus."""
 
@@ -63,7 +65,8 @@ def transfer_labels(
     by = {(r["feature"], r["concept"]): r for r in scored["features"]}
     feats = out["features"]
     for f in feats.values():
-        r = by.get((int(f["feature"]), f["label"])) if f.get("kind") == "concept" else None
+        name = f["label"] if f.get("kind") == "concept" else "+".join(f.get("concepts", []))
+        r = by.get((int(f["feature"]), name)) if f.get("kind") != CORPUS_SPECIFIC else None
         if r is not None:
             f["outside_auroc"], f["transfers"] = r["outside_auroc"], r["transfers"]
     repicked = []
@@ -86,7 +89,8 @@ def transfer_labels(
         else:
             b["outside_auroc"] = r["outside_auroc"] if r else None
             b["transfers"] = False
-    singles = [f for f in feats.values() if "transfers" in f]
+    singles = [f for f in feats.values() if "transfers" in f and f.get("kind") == "concept"]
+    shared = [f for f in feats.values() if "transfers" in f and f.get("kind") in SHARED_KINDS]
     for f in singles:  # a concept label that fails the corpus is kept as corpus-specific
         if not f["transfers"]:
             f["kind"], f["label"] = CORPUS_SPECIFIC, f"{CORPUS_SPECIFIC}: {f['label']}"
@@ -102,6 +106,8 @@ def transfer_labels(
         "transfer": sum(f["transfers"] for f in singles),
         "corpus_specific": sorted(int(f["feature"]) for f in singles if not f["transfers"]),
         "best_transfers": sum(b["transfers"] for b in out["best_per_concept"].values()),
+        "shared_labels": len(shared),
+        "shared_transfer": sum(f["transfers"] for f in shared),
         "repicked": sorted(repicked),
         "rule_best_per_concept": rule_best,
     }

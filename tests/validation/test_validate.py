@@ -27,6 +27,10 @@ def test_auroc_counts_pairs_and_ties():
     cF = np.array([0, 1, 2])
     want = [M.auroc(x[:, f], y == cF[f]) for f in range(3)]
     assert M.feature_aurocs(x, y, cF) == pytest.approx(want)
+    member = np.zeros((3, 3), bool)
+    member[[0, 1, 2, 1], [0, 1, 2, 2]] = True  # feature 2 stands for concepts 1 and 2
+    got = M.feature_aurocs(x, y, member)
+    assert got[:2] == pytest.approx(want[:2]) and got[2] == M.auroc(x[:, 2], y >= 1)
     ci = M.feature_auroc_cis(x, y, cF, n_boot=50)
     assert ci[:, 0] == pytest.approx(want) and np.all(ci[:, 1] <= ci[:, 2])
 
@@ -63,7 +67,12 @@ def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
     labels = {
         "counts": {"concept": 3},
         "concepts_with_label": ["a", "b"],
-        "features": {"1": _feat(1, "a", 0.95), "2": _feat(2, "a", 0.8), "3": _feat(3, "b", 0.9)},
+        "features": {
+            "1": _feat(1, "a", 0.95),
+            "2": _feat(2, "a", 0.8),
+            "3": _feat(3, "b", 0.9),
+            "4": {**_feat(4, "ab", 0.9, kind="cluster"), "concepts": ["a", "b"]},
+        },
         "best_per_concept": {
             "a": {"feature": 1, "kind": "concept", "passes": True, "train_auroc": 0.95},
             "b": {"feature": 3, "kind": "concept", "passes": True, "train_auroc": 0.9},
@@ -74,6 +83,7 @@ def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
         {"feature": 1, "concept": "a", "outside_auroc": [0.4, 0.3, 0.5], "transfers": False},
         {"feature": 2, "concept": "a", "outside_auroc": [0.9, 0.8, 1.0], "transfers": True},
         {"feature": 3, "concept": "b", "outside_auroc": [0.8, 0.7, 0.9], "transfers": True},
+        {"feature": 4, "concept": "a+b", "outside_auroc": [0.6, 0.5, 0.7], "transfers": False},
     ]
     scored = {"features": rows, "threshold": {"threshold": 0.7}}
     out = transfer_labels(labels, scored, {"corpus": "x"})
@@ -86,6 +96,9 @@ def test_a_label_that_fails_the_corpus_is_not_a_best_feature():
     assert f1["transfers"] is False and f1["kind"] == "corpus-specific"
     assert f1["label"] == "corpus-specific: a" and out["features"]["2"]["kind"] == "concept"
     assert out["counts"] == {"concept": 2, "corpus-specific": 1}
+    f4 = out["features"]["4"]  # a shared label carries its figure but keeps its kind
+    assert f4["kind"] == "cluster" and f4["outside_auroc"][0] == 0.6 and not f4["transfers"]
+    assert out["transfer"]["shared_labels"] == 1 and out["transfer"]["shared_transfer"] == 0
     assert out["concepts_with_label"] == ["a", "b"]
     assert out["transfer"]["corpus_specific"] == [1] and out["transfer"]["repicked"] == ["a"]
     assert labels["best_per_concept"]["a"]["feature"] == 1  # the input is not changed
