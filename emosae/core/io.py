@@ -30,8 +30,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call `write(tmp)` to write a file (or folder) at a temp name beside `path`, then
     rename it onto `path`. On any error the temp is removed and `path` is untouched."""
     path = Path(path)
-    tmp = tmp_path(path)
-    _remove(tmp)
+    tmp = _unique_tmp(path)  # never a name someone else may own: nothing is removed first
     try:
         write(tmp)
         normal_permissions(tmp)
@@ -42,6 +41,14 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
         _remove(tmp)
         raise
     return path
+
+
+def _unique_tmp(path: Path) -> Path:
+    """A fresh temp name beside `path` (`.NAME.<random>.tmp`) that nothing holds now."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    os.unlink(name)  # ours, just made: `write` may make a file or a folder there
+    return Path(name)
 
 
 @contextmanager
@@ -195,9 +202,9 @@ def check_writable(folder: str | Path, tag: str = "") -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_test{tag}"
-        probe.write_text("")
-        probe.unlink()
+        fd, name = tempfile.mkstemp(prefix=f".write_test{tag}.", suffix=TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(name)  # a fresh name of our own: a user's file is never touched
     except OSError as e:
         raise EmosaeError(f"cannot write to output folder {folder}: {e.strerror}") from None
     return folder

@@ -140,3 +140,22 @@ def test_markers_name_the_version_and_newer_formats_are_refused(tmp_path):
             call(d)
     (d / ".emosae.json").write_text(json.dumps({"kind": "probes"}))  # 0.1: still read
     folders.verify(d)
+
+
+def test_atomic_writes_never_touch_a_file_at_the_old_temp_name(tmp_path):
+    """A user's file at `.NAME.tmp` (the temp name of emosae 0.3) or at `.write_test`
+    stays as it was: temp and probe names are fresh ones of emosae's own."""
+    from emosae.core import io
+
+    mine = tmp_path / ".out.json.tmp"
+    mine.write_text("notes")
+    probe = tmp_path / ".write_test"
+    probe.write_text("more notes")
+    io.write_json(tmp_path / "out.json", {"a": 1})
+    io.check_writable(tmp_path)
+    assert mine.read_text() == "notes" and probe.read_text() == "more notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.json.tmp",
+        ".write_test",
+        "out.json",
+    ]
