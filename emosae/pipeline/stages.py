@@ -160,7 +160,7 @@ def _calibrate(ctx: StageContext) -> None:
     c, lay = ctx.cfg.calibrate, ctx.layout
     by_kind = {}
     for kind in c.kinds:
-        vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer)
+        vecs = load_directions(lay.root, kind=kind, layer=ctx.cfg.layer, calibrated=False)
         layers = list(c.layers) if kind == "probe" else []
         cands = steering_candidates(lay.root, layers) if layers else {}
         absent = [e for e in c.emotions if e not in vecs]

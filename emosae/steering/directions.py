@@ -38,8 +38,12 @@ def load_directions(
     method: Literal["diffmean", "logistic"] = "diffmean",
     sae_dir: str | Path | None = None,
     probe_dir: str | Path | None = None,
+    calibrated: bool = True,
 ) -> dict[str, SteeringVector]:
     """{emotion: SteeringVector}, unit-norm, with the mean residual norm for relative strength.
+
+    calibrated=False: the vectors as fitted, no calibration attached or checked (what a
+    calibration run starts from: a folder's old calibration may name other concepts).
 
     kind="probe": `path` is a run, checkpoint or probe folder; `layer` defaults to the SAE
     layer of that run (15 for the shipped SmolLM2 directions).
@@ -55,6 +59,8 @@ def load_directions(
         hooks = {v.hook_name for v in vecs.values()}
     else:
         raise EmosaeError(f"kind must be 'probe' or 'sae', not {kind!r}")
+    if not calibrated:
+        return vecs
     # every calibration entry is checked before any is used (emosae.steering.calibrations)
     files = calibration_files(RunLayout(root))
     check_entries(files, kind, vecs, hooks)
