@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from test_reliability import refused  # the one CLI-refusal check of the reliability tests
 
 import emosae
-from emosae.cli import main
 from emosae.core.errors import EmosaeError
 from emosae.core.folders import SideFile, lock, lock_path
 
@@ -41,16 +41,6 @@ def files(folder):
         elif p.is_file():
             out[rel] = p.read_bytes()
     return out
-
-
-def refused(capsys, argv, match):
-    """Run the CLI; assert exit 2 with one line on stderr matching `match`."""
-    rc = main(argv.split() if isinstance(argv, str) else argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("emosae: error:"), err
-    assert match in err, err
-    return err
 
 
 @pytest.fixture

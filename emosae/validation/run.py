@@ -177,13 +177,14 @@ def read_texts(
     scores: list[Any] = [None] * len(texts)
     feats: list[Any] = [None] * len(texts)
     seqs = [ids for ids, _, _ in plans]
+    cols = torch.as_tensor(lab.feature_F) if lab is not None else None
     bar = tqdm(total=len(texts), desc=f"validate: {what}", unit="text", leave=False)
     for i, acts in padded_hook_acts(model, seqs, hooks, batch_size):
         pos = plans[i][2]
         scores[i] = basis.score(acts[basis.hook][pos:].float().cpu()).mean(0)
         if lab is not None:
             f = lab.sae.encode(acts[lab.hook][pos:].float().to(dev))
-            feats[i] = f[:, torch.as_tensor(lab.feature_F)].float().mean(0).cpu()
+            feats[i] = f[:, cols].float().mean(0).cpu()
         bar.update()
     bar.close()
     f_NF = torch.stack(feats).numpy() if lab is not None else None
